@@ -1,0 +1,341 @@
+//! The `busbar` command line: argument parsing and the commands. Each command
+//! is a thin layer over the library; errors become messages on stderr and an
+//! exit code (0 ok, 1 host error, 2 usage, 10–18 a failure class).
+
+use crate::config::Config;
+use crate::failure::Failure;
+use crate::node::Node;
+use crate::runtime::{MESSAGE_EXPORT, Runtime, SERVICE_EXPORT};
+use crate::units::parse_duration;
+use clap::{Parser, Subcommand};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// busbar: WebAssembly component handlers on a message bus.
+#[derive(Debug, Parser)]
+#[command(name = "busbar", version, about)]
+pub struct Cli {
+    /// The node's config file (default: ./busbar.toml if present, else built-in defaults).
+    #[arg(long, short, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The handlers folder (overrides `node.handlers`).
+    #[arg(long = "handlers", global = true, value_name = "DIR")]
+    pub handlers: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's arguments (exits with code 2 on a usage error).
+    pub fn from_args() -> Self {
+        Self::parse()
+    }
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node that serves the handlers folder until SIGINT or SIGTERM.
+    Run,
+    /// Call a service and print its reply (raw bytes) on stdout.
+    Call {
+        /// The service name.
+        name: String,
+        /// The payload; `-` reads stdin; omitted means empty.
+        payload: Option<String>,
+        /// How long to wait for the reply.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Queue work for a service; on the default driver, wait for its outcome (retries included).
+    Dispatch {
+        /// The service name.
+        name: String,
+        /// The payload; `-` reads stdin.
+        payload: Option<String>,
+    },
+    /// Send an event to every listener of a name.
+    Broadcast {
+        /// The message name.
+        name: String,
+        /// The payload; `-` reads stdin.
+        payload: Option<String>,
+    },
+    /// Send an event to one listener of a name per group.
+    Rolecast {
+        /// The message name.
+        name: String,
+        /// The payload; `-` reads stdin.
+        payload: Option<String>,
+    },
+    /// Say whether a file is a valid handler and what it exports, or exactly why not.
+    Check {
+        /// The `.wasm` file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the live nodes.
+    Nodes {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the names served and by which nodes.
+    Services {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-name statistics (requests, errors, latency in nanoseconds).
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An error that ends the command, with its exit code.
+struct Exit {
+    code: u8,
+    message: String,
+}
+
+impl From<Failure> for Exit {
+    fn from(f: Failure) -> Self {
+        Self { code: f.class.exit_code(), message: f.to_string() }
+    }
+}
+
+/// A host error (exit code 1).
+fn host<E: std::fmt::Display>(e: E) -> Exit {
+    Exit { code: 1, message: e.to_string() }
+}
+
+/// Runs the CLI; returns the process exit code.
+pub async fn main(cli: Cli) -> ExitCode {
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Exit { code, message }) => {
+            let _ = writeln!(std::io::stderr(), "busbar: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Sets up logging: `RUST_LOG` wins; otherwise `info` for `run`, `warn` for
+/// one-shot commands so their stdout stays the reply alone.
+pub fn init_tracing(command: &Command) {
+    let default = if matches!(command, Command::Run) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn load_config(cli: &Cli) -> Result<Config, Exit> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path).map_err(host)?,
+        None if Path::new("busbar.toml").exists() => Config::load(Path::new("busbar.toml")).map_err(host)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = &cli.handlers {
+        config.node.handlers = dir.clone();
+    }
+    Ok(config)
+}
+
+async fn start(cli: &Cli) -> Result<Node, Exit> {
+    let config = load_config(cli)?;
+    let started = Instant::now();
+    let (node, report) = Node::start(config).await.map_err(host)?;
+    tracing::info!(
+        handlers = report.loaded.len(),
+        skipped = report.skipped.len(),
+        cached = report.cached,
+        elapsed = ?started.elapsed(),
+        "node {} serving {}",
+        node.config().node.id,
+        node.config().node.handlers.display()
+    );
+    Ok(node)
+}
+
+fn read_payload(payload: &Option<String>) -> Result<Vec<u8>, Exit> {
+    match payload.as_deref() {
+        None => Ok(Vec::new()),
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map_err(host)?;
+            Ok(buf)
+        }
+        Some(text) => Ok(text.as_bytes().to_vec()),
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Exit> {
+    let text = serde_json::to_string_pretty(value).map_err(host)?;
+    println!("{text}");
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<(), Exit> {
+    match &cli.command {
+        Command::Run => {
+            let node = start(&cli).await?;
+            shutdown_signal().await;
+            tracing::info!("stopping: draining in-flight work");
+            node.stop().await;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Command::Call { name, payload, timeout } => {
+            let payload = read_payload(payload)?;
+            let node = start(&cli).await?;
+            let result = node.call(name, payload, *timeout).await;
+            node.stop().await;
+            let reply = result?;
+            std::io::stdout().write_all(&reply).map_err(host)?;
+            Ok(())
+        }
+        Command::Dispatch { name, payload } => {
+            let payload = read_payload(payload)?;
+            let node = start(&cli).await?;
+            let receipt = node.dispatch(name, payload).await;
+            let outcome = match receipt {
+                Ok(receipt) => match receipt.outcome {
+                    Some(rx) => rx.await.map_err(|_| host("the dispatch was abandoned before it finished")),
+                    None => {
+                        eprintln!("dispatch {} accepted", receipt.id);
+                        node.stop().await;
+                        return Ok(());
+                    }
+                },
+                Err(f) => Err(Exit::from(f)),
+            };
+            node.stop().await;
+            let outcome = outcome?;
+            for (i, f) in outcome.history.iter().enumerate() {
+                eprintln!("attempt {}: {f}", i + 1);
+            }
+            match outcome.result {
+                Ok(reply) => {
+                    eprintln!("dispatch {} to `{}` succeeded on attempt {}", outcome.id, outcome.name, outcome.attempts);
+                    std::io::stdout().write_all(&reply).map_err(host)?;
+                    Ok(())
+                }
+                Err(f) => Err(Exit {
+                    code: f.class.exit_code(),
+                    message: format!(
+                        "dispatch {} to `{}` dead-lettered after {} attempt(s): {f}",
+                        outcome.id, outcome.name, outcome.attempts
+                    ),
+                }),
+            }
+        }
+        Command::Broadcast { name, payload } | Command::Rolecast { name, payload } => {
+            let payload = read_payload(payload)?;
+            let node = start(&cli).await?;
+            let sent = match cli.command {
+                Command::Broadcast { .. } => node.broadcast(name, payload).await,
+                _ => node.rolecast(name, payload).await,
+            };
+            // Stopping drains the in-process deliveries, so their logs appear before we exit.
+            node.stop().await;
+            sent?;
+            Ok(())
+        }
+        Command::Check { file, json } => check(file, *json),
+        Command::Nodes { json } => {
+            let node = start(&cli).await?;
+            let nodes = node.nodes().await.map_err(host)?;
+            node.stop().await;
+            if *json {
+                return print_json(&nodes);
+            }
+            println!("{:<24} {:<12} {:<10} {:<10} {:<22} NAMES", "NODE", "PROJECT", "GROUP", "PROFILE", "STARTED");
+            for n in nodes {
+                let names: Vec<_> = n.services.iter().chain(&n.messages).cloned().collect();
+                println!("{:<24} {:<12} {:<10} {:<10} {:<22} {}", n.node, n.project, n.group, n.profile, n.started, names.join(","));
+            }
+            Ok(())
+        }
+        Command::Services { json } => {
+            let node = start(&cli).await?;
+            let services = node.services().await.map_err(host)?;
+            node.stop().await;
+            if *json {
+                return print_json(&services);
+            }
+            println!("{:<32} {:<8} NODES", "NAME", "KIND");
+            for s in services {
+                let kind = match s.kind {
+                    crate::stats::Kind::Service => "service",
+                    crate::stats::Kind::Message => "message",
+                };
+                println!("{:<32} {:<8} {}", s.name, kind, s.nodes.join(","));
+            }
+            Ok(())
+        }
+        Command::Stats { json } => {
+            let node = start(&cli).await?;
+            let stats = node.stats().await.map_err(host)?;
+            node.stop().await;
+            if *json {
+                return print_json(&stats);
+            }
+            println!("{:<32} {:<24} {:>10} {:>8} {:>14}", "NAME", "NODE", "REQUESTS", "ERRORS", "AVERAGE_NS");
+            for s in stats {
+                println!("{:<32} {:<24} {:>10} {:>8} {:>14}", s.name, s.node, s.requests, s.errors, s.average_ns);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check(file: &Path, json: bool) -> Result<(), Exit> {
+    let runtime = Runtime::new(&Default::default()).map_err(host)?;
+    let started = Instant::now();
+    let compiled = runtime
+        .load_file(file)
+        .map_err(|e| Exit { code: 1, message: format!("{} is not a valid handler: {e}", file.display()) })?;
+    let elapsed = started.elapsed();
+    if json {
+        return print_json(&serde_json::json!({
+            "file": file,
+            "valid": true,
+            "version": compiled.version,
+            "exports": compiled.exports,
+            "imports": compiled.imports,
+            "compile_ms": elapsed.as_millis(),
+        }));
+    }
+    println!("{} is a valid handler (version {}, compiled in {elapsed:.0?})", file.display(), compiled.version);
+    if compiled.exports.service {
+        println!("  exports {SERVICE_EXPORT}: answers call and dispatch");
+    }
+    if compiled.exports.message {
+        println!("  exports {MESSAGE_EXPORT}: receives broadcast and rolecast");
+    }
+    for import in &compiled.imports {
+        println!("  imports {import}");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The node's TOML configuration: parsed strictly (an unknown key or a bad
+//! value is an error naming the key and the file), resolved into plain values
+//! before anything starts.
+//!
+//! ```toml
+//! [node]
+//! project = "shop"          # names the node's project (and default bus prefix later)
+//! id = "node-a"             # default: <hostname>-<pid>
+//! handlers = "handlers"     # the handlers folder, relative to this file
+//! cache = ".busbar-cache"   # compiled-artifact cache; default: $XDG_CACHE_HOME/busbar
+//!
+//! [handlers]                # defaults for every handler; a NAME.toml sidecar overrides
+//! timeout = "5s"
+//! memory = "64MiB"
+//! retry = ["1s", "5s", "30s"]
+//! max_depth = 8             # longest chain of nested bus calls
+//!
+//! [bus]                     # one connection...
+//! driver = "default"
+//! group = "workers"
+//!
+//! [bus.east]                # ...or several named ones, inheriting [bus] keys
+//! weight = 3
+//! ```
+
+use crate::units::serde_units;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem, naming the file and what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The file at fault (or `<defaults>`).
+    pub file: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(file: &Path, message: impl Into<String>) -> Self {
+        Self { file: file.display().to_string(), message: message.into() }
+    }
+}
+
+/// The whole configuration of a node, resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Identity and folders.
+    pub node: NodeConfig,
+    /// Defaults applied to every handler.
+    pub handlers: HandlerDefaults,
+    /// Bus connections, at least one.
+    pub connections: Vec<ConnectionConfig>,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// The project the node belongs to.
+    pub project: String,
+    /// This node's id, unique on the bus.
+    pub id: String,
+    /// The handlers folder.
+    pub handlers: PathBuf,
+    /// Where compiled artifacts are cached; `None` disables the cache.
+    pub cache: Option<PathBuf>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self { project: "busbar".into(), id: default_node_id(), handlers: "handlers".into(), cache: default_cache_dir() }
+    }
+}
+
+/// `[handlers]`: defaults for every handler, overridden by its sidecar.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandlerDefaults {
+    /// Wall-clock limit of one invocation, host-call waits included.
+    #[serde(with = "serde_units::duration")]
+    pub timeout: Duration,
+    /// Linear-memory limit of one instance, in bytes (`"64MiB"`).
+    #[serde(with = "serde_units::opt_size")]
+    pub memory: Option<u64>,
+    /// Delays between dispatch attempts.
+    #[serde(with = "serde_units::opt_durations")]
+    pub retry: Option<Vec<Duration>>,
+    /// The longest chain of nested bus calls before `denied`.
+    pub max_depth: u32,
+}
+
+impl Default for HandlerDefaults {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(5), memory: Some(64 << 20), retry: Some(Vec::new()), max_depth: 8 }
+    }
+}
+
+impl HandlerDefaults {
+    /// The memory limit in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory.unwrap_or(64 << 20)
+    }
+}
+
+/// One bus connection (`[bus]` or `[bus.NAME]`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConnectionConfig {
+    /// `default` for `[bus]` alone, otherwise the table's name.
+    pub name: String,
+    /// The driver: `default` (in-process).
+    pub driver: String,
+    /// Put before every name on the bus.
+    pub prefix: String,
+    /// The node's role: rolecast delivers once per group.
+    pub group: String,
+    /// A free-form label shown in discovery.
+    pub profile: String,
+    /// Share of outgoing operations (weighted round robin); 0 receives only.
+    pub weight: u32,
+    /// Driver-specific settings.
+    pub setting: toml::Table,
+}
+
+/// The keys a connection table accepts.
+pub const CONNECTION_KEYS: [&str; 6] = ["driver", "prefix", "group", "profile", "weight", "setting"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectionFields {
+    driver: Option<String>,
+    prefix: Option<String>,
+    group: Option<String>,
+    profile: Option<String>,
+    weight: Option<u32>,
+    setting: Option<toml::Table>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    node: NodeConfig,
+    #[serde(default)]
+    handlers: HandlerDefaults,
+    #[serde(default)]
+    bus: toml::Table,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let raw = RawConfig { node: NodeConfig::default(), handlers: HandlerDefaults::default(), bus: toml::Table::new() };
+        Self::resolve(raw, Path::new("<defaults>"), Path::new("."))
+            .unwrap_or_else(|_| unreachable!("the built-in defaults are valid"))
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths in it are resolved
+    /// against the file's folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, format!("cannot read the config file: {e}")))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text that came from `file` (used in error messages and
+    /// to resolve relative paths).
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::new(file, e.to_string()))?;
+        let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Self::resolve(raw, file, base)
+    }
+
+    fn resolve(raw: RawConfig, file: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let RawConfig { mut node, handlers, bus } = raw;
+        node.handlers = base.join(&node.handlers);
+        node.cache = node.cache.map(|c| base.join(c));
+        if node.id.trim().is_empty() {
+            return Err(ConfigError::new(file, "node.id cannot be empty"));
+        }
+        if handlers.timeout.is_zero() {
+            return Err(ConfigError::new(file, "handlers.timeout must be more than 0s"));
+        }
+        let connections = parse_bus(bus, file)?;
+        Ok(Self { node, handlers, connections })
+    }
+}
+
+/// Splits `[bus]` into its own keys (defaults) and `[bus.NAME]` tables.
+fn parse_bus(mut bus: toml::Table, file: &Path) -> Result<Vec<ConnectionConfig>, ConfigError> {
+    let named: Vec<(String, toml::Table)> = bus
+        .keys()
+        .filter(|k| !CONNECTION_KEYS.contains(&k.as_str()))
+        .cloned()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|key| match bus.remove(&key) {
+            Some(toml::Value::Table(t)) => Ok((key, t)),
+            _ => Err(ConfigError::new(
+                file,
+                format!(
+                    "unknown key `bus.{key}`; [bus] takes {} or named [bus.NAME] tables",
+                    CONNECTION_KEYS.join(", ")
+                ),
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    let top = fields(bus, "bus", file)?;
+    if named.is_empty() {
+        return Ok(vec![connection("default", &top, &ConnectionFields::default(), file)?]);
+    }
+    named
+        .into_iter()
+        .map(|(name, table)| {
+            let own = fields(table, &format!("bus.{name}"), file)?;
+            connection(&name, &own, &top, file)
+        })
+        .collect()
+}
+
+fn fields(table: toml::Table, at: &str, file: &Path) -> Result<ConnectionFields, ConfigError> {
+    ConnectionFields::deserialize(toml::Value::Table(table))
+        .map_err(|e| ConfigError::new(file, format!("in [{at}]: {}", e.to_string().trim())))
+}
+
+fn connection(
+    name: &str,
+    own: &ConnectionFields,
+    inherited: &ConnectionFields,
+    file: &Path,
+) -> Result<ConnectionConfig, ConfigError> {
+    let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone()).unwrap_or_default();
+    let driver = own.driver.clone().or_else(|| inherited.driver.clone()).unwrap_or_else(|| "default".into());
+    if !crate::driver::KNOWN.contains(&driver.as_str()) {
+        return Err(ConfigError::new(
+            file,
+            format!("[bus{}] driver `{driver}` is unknown; known drivers: {}", suffix(name), crate::driver::KNOWN.join(", ")),
+        ));
+    }
+    let prefix = pick(&own.prefix, &inherited.prefix);
+    if !prefix.is_empty() && !prefix.ends_with('.') {
+        return Err(ConfigError::new(file, format!("[bus{}] prefix `{prefix}` must end with a dot", suffix(name))));
+    }
+    Ok(ConnectionConfig {
+        name: name.into(),
+        driver,
+        prefix,
+        group: pick(&own.group, &inherited.group),
+        profile: pick(&own.profile, &inherited.profile),
+        weight: own.weight.or(inherited.weight).unwrap_or(1),
+        setting: own.setting.clone().or_else(|| inherited.setting.clone()).unwrap_or_default(),
+    })
+}
+
+fn suffix(name: &str) -> String {
+    if name == "default" { String::new() } else { format!(".{name}") }
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("busbar"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/busbar/node.toml"))
+    }
+
+    #[test]
+    fn empty_file_means_one_default_connection() {
+        let c = parse("").expect("empty config is valid");
+        assert_eq!(c.connections.len(), 1);
+        assert_eq!(c.connections[0].driver, "default");
+        assert_eq!(c.node.handlers, Path::new("/etc/busbar/handlers"));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_the_file() {
+        let e = parse("[node]\nprojekt = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("/etc/busbar/node.toml") && e.contains("projekt"), "{e}");
+        let e = parse("[bus]\ndriverr = \"default\"\n").unwrap_err().to_string();
+        assert!(e.contains("bus.driverr"), "{e}");
+        let e = parse("[bus.east]\nwieght = 2\n").unwrap_err().to_string();
+        assert!(e.contains("wieght") && e.contains("bus.east"), "{e}");
+        let e = parse("[handlers]\ntimeout = \"soon\"\n").unwrap_err().to_string();
+        assert!(e.contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn named_connections_inherit_bus_keys() {
+        let c = parse("[bus]\ngroup = \"g\"\n[bus.east]\nweight = 3\n[bus.west]\ngroup = \"w\"\n").expect("valid");
+        let by_name = |n: &str| c.connections.iter().find(|c| c.name == n).expect("present").clone();
+        assert_eq!((by_name("east").group, by_name("east").weight), ("g".into(), 3));
+        assert_eq!((by_name("west").group, by_name("west").weight), ("w".into(), 1));
+    }
+
+    #[test]
+    fn unknown_driver_and_bad_prefix_are_errors() {
+        assert!(parse("[bus]\ndriver = \"carrier-pigeon\"\n").unwrap_err().to_string().contains("carrier-pigeon"));
+        assert!(parse("[bus]\nprefix = \"shop\"\n").unwrap_err().to_string().contains("end with a dot"));
+    }
+}

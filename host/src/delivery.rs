@@ -1,0 +1,133 @@
+//! The delivery rules shared by every driver: the four modes, the envelope a
+//! driver hands to the bus core, and the retry schedule arithmetic
+//! (attempt numbers, the `final` flag, the delay before the next attempt).
+
+use std::time::{Duration, Instant};
+
+/// Metadata headers carried with a payload, in order. Names starting with
+/// `busbar-` are set by the host.
+pub type Headers = Vec<(String, String)>;
+
+/// Header carrying how many nested bus calls led to this delivery.
+pub const DEPTH_HEADER: &str = "busbar-depth";
+
+/// How a payload travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Request/reply to one service.
+    Call,
+    /// Queued, retried work for one service.
+    Dispatch,
+    /// An event for every message handler of the name.
+    Broadcast,
+    /// An event for one message handler per group.
+    Rolecast,
+}
+
+impl Mode {
+    /// Whether the mode targets a service (otherwise a message handler).
+    pub fn is_service(self) -> bool {
+        matches!(self, Self::Call | Self::Dispatch)
+    }
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Call => "call",
+            Self::Dispatch => "dispatch",
+            Self::Broadcast => "broadcast",
+            Self::Rolecast => "rolecast",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One delivery as a driver hands it to the bus core.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The name invoked.
+    pub name: String,
+    /// How it was delivered.
+    pub mode: Mode,
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+    /// Metadata headers.
+    pub headers: Headers,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Whether a failure of this attempt is the last word.
+    pub is_final: bool,
+    /// When the caller stops waiting (a call's timeout); the handler's own
+    /// timeout still applies when it is sooner.
+    pub deadline: Option<Instant>,
+}
+
+impl Envelope {
+    /// A first and only attempt (call, broadcast, rolecast).
+    pub fn once(name: &str, mode: Mode, payload: Vec<u8>, headers: Headers) -> Self {
+        Self { name: name.into(), mode, payload, headers, attempt: 1, is_final: true, deadline: None }
+    }
+
+    /// The nesting depth recorded in the headers (0 for a delivery from outside).
+    pub fn depth(&self) -> u32 {
+        header(&self.headers, DEPTH_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+}
+
+/// The first value of header `name`.
+pub fn header<'h>(headers: &'h Headers, name: &str) -> Option<&'h str> {
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+/// Sets header `name` to `value`, replacing any earlier value.
+pub fn set_header(headers: &mut Headers, name: &str, value: String) {
+    headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+    headers.push((name.into(), value));
+}
+
+/// Whether attempt `attempt` (1-based) is the last one a schedule allows:
+/// with `n` delays there are `n + 1` attempts. Unlike the seed, a service with
+/// no schedule reports its only attempt as final.
+pub fn is_final(retries: &[Duration], attempt: u32) -> bool {
+    attempt as usize > retries.len()
+}
+
+/// The delay before the attempt after `attempt`, or `None` when `attempt` was the last.
+pub fn retry_delay(retries: &[Duration], attempt: u32) -> Option<Duration> {
+    retries.get((attempt as usize).checked_sub(1)?).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_delays_allow_four_attempts_and_the_fourth_is_final() {
+        let schedule = [Duration::from_secs(3), Duration::from_secs(10), Duration::from_secs(30)];
+        let finals: Vec<_> = (1..=4).map(|a| is_final(&schedule, a)).collect();
+        assert_eq!(finals, [false, false, false, true]);
+        assert_eq!(retry_delay(&schedule, 1), Some(Duration::from_secs(3)));
+        assert_eq!(retry_delay(&schedule, 3), Some(Duration::from_secs(30)));
+        assert_eq!(retry_delay(&schedule, 4), None);
+    }
+
+    #[test]
+    fn without_a_schedule_the_only_attempt_is_final() {
+        assert!(is_final(&[], 1));
+        assert_eq!(retry_delay(&[], 1), None);
+    }
+
+    #[test]
+    fn depth_comes_from_the_header() {
+        let mut env = Envelope::once("x", Mode::Call, vec![], vec![]);
+        assert_eq!(env.depth(), 0);
+        set_header(&mut env.headers, DEPTH_HEADER, "3".into());
+        assert_eq!(env.depth(), 3);
+    }
+}

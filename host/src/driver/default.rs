@@ -1,0 +1,285 @@
+//! The `default` driver: an in-process bus. Every node connected through the
+//! same [`DefaultDriver`] value shares one hub, so several nodes can live in
+//! one process (as the tests do). Deliveries follow the seed's semantics:
+//! call with a timeout, dispatch retried in the background on the service's
+//! schedule with exhausted work kept in a dead-letter list, broadcast to every
+//! listener, rolecast to one listener per group. Nothing here survives the
+//! process: durable dispatch is the NATS driver's job.
+
+use super::{Connection, DeadLetter, DispatchOutcome, Driver, DriverError, Fanout, Inbound, Receipt};
+use crate::config::ConnectionConfig;
+use crate::delivery::{self, Envelope, Headers, Mode};
+use crate::failure::Failure;
+use crate::stats::{Kind, NameStats, NodeInfo, ServiceInfo, rfc3339};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+use tokio_util::task::TaskTracker;
+
+/// How long `close` waits for events and dispatches still running.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Dead letters kept per hub before the oldest are dropped (with a warning).
+const DEAD_LETTER_LIMIT: usize = 10_000;
+
+/// The in-process driver. Clone it to connect several nodes to one hub.
+#[derive(Clone, Default)]
+pub struct DefaultDriver {
+    hub: Arc<Hub>,
+}
+
+impl DefaultDriver {
+    /// A driver with a hub of its own.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[derive(Default)]
+struct Hub {
+    members: RwLock<Vec<Arc<Member>>>,
+    /// Round-robin cursor for choosing among members serving a name.
+    cursor: AtomicUsize,
+    dead: Mutex<VecDeque<DeadLetter>>,
+    next_id: AtomicU64,
+}
+
+/// One connection's presence on the hub.
+struct Member {
+    id: u64,
+    group: String,
+    inbound: Arc<dyn Inbound>,
+    services: RwLock<HashMap<String, Arc<[Duration]>>>,
+    messages: RwLock<HashSet<String>>,
+}
+
+impl Member {
+    fn serves(&self, kind: Kind, name: &str) -> bool {
+        match kind {
+            Kind::Service => self.services.read().unwrap_or_else(|e| e.into_inner()).contains_key(name),
+            Kind::Message => self.messages.read().unwrap_or_else(|e| e.into_inner()).contains(name),
+        }
+    }
+}
+
+impl Hub {
+    fn serving(&self, kind: Kind, name: &str) -> Vec<Arc<Member>> {
+        let members = self.members.read().unwrap_or_else(|e| e.into_inner());
+        members.iter().filter(|m| m.serves(kind, name)).cloned().collect()
+    }
+
+    /// One member serving `name`, in turn.
+    fn pick(&self, kind: Kind, name: &str) -> Option<Arc<Member>> {
+        let members = self.members.read().unwrap_or_else(|e| e.into_inner());
+        let n = members.len();
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|i| &members[(start + i) % n]).find(|m| m.serves(kind, name)).cloned()
+    }
+
+    fn dead_letter(&self, letter: DeadLetter) {
+        tracing::warn!(name = %letter.name, id = %letter.id, attempts = letter.attempts, "dispatch dead-lettered: {}", letter.failure);
+        let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+        if dead.len() >= DEAD_LETTER_LIMIT {
+            if let Some(old) = dead.pop_front() {
+                tracing::warn!(name = %old.name, id = %old.id, "dead-letter list full ({DEAD_LETTER_LIMIT}); dropped the oldest");
+            }
+        }
+        dead.push_back(letter);
+    }
+
+    /// Runs a dispatch to completion: attempts on the service's schedule,
+    /// then success or a dead letter.
+    async fn run_dispatch(self: Arc<Self>, id: String, name: String, payload: Vec<u8>, headers: Headers, retry: Arc<[Duration]>) -> DispatchOutcome {
+        let mut history = Vec::new();
+        let mut attempt = 1;
+        loop {
+            let is_final = delivery::is_final(&retry, attempt);
+            let result = match self.pick(Kind::Service, &name) {
+                Some(member) => {
+                    let envelope = Envelope {
+                        name: name.clone(),
+                        mode: Mode::Dispatch,
+                        payload: payload.clone(),
+                        headers: headers.clone(),
+                        attempt,
+                        is_final,
+                        deadline: None,
+                    };
+                    member.inbound.deliver(envelope).await
+                }
+                None => Err(Failure::not_found(&name)),
+            };
+            let failure = match result {
+                Ok(reply) => return DispatchOutcome { id, name, attempts: attempt, result: Ok(reply), history },
+                Err(failure) => failure,
+            };
+            let delay = delivery::retry_delay(&retry, attempt).filter(|_| failure.retryable());
+            history.push(failure.clone());
+            let Some(delay) = delay else {
+                self.dead_letter(DeadLetter {
+                    id: id.clone(),
+                    name: name.clone(),
+                    payload,
+                    headers,
+                    attempts: attempt,
+                    failure: failure.clone(),
+                    at: rfc3339(SystemTime::now()),
+                });
+                return DispatchOutcome { id, name, attempts: attempt, result: Err(failure), history };
+            };
+            tracing::debug!(%name, %id, attempt, ?delay, "dispatch attempt failed, retrying: {failure}");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for DefaultDriver {
+    async fn connect(&self, config: &ConnectionConfig, inbound: Arc<dyn Inbound>) -> Result<Arc<dyn Connection>, DriverError> {
+        if let Some(key) = config.setting.keys().next() {
+            return Err(DriverError(format!("[bus] setting `{key}` is unknown: the default driver takes no settings")));
+        }
+        let member = Arc::new(Member {
+            id: self.hub.next_id.fetch_add(1, Ordering::Relaxed),
+            group: config.group.clone(),
+            inbound,
+            services: RwLock::default(),
+            messages: RwLock::default(),
+        });
+        Ok(Arc::new(DefaultConnection { hub: self.hub.clone(), member, tasks: TaskTracker::new() }))
+    }
+}
+
+/// A node's connection to the in-process hub.
+struct DefaultConnection {
+    hub: Arc<Hub>,
+    member: Arc<Member>,
+    /// Events and dispatches this connection sent and that still run, so
+    /// `close` can let them finish.
+    tasks: TaskTracker,
+}
+
+impl DefaultConnection {
+    fn leave(&self) {
+        self.hub.members.write().unwrap_or_else(|e| e.into_inner()).retain(|m| m.id != self.member.id);
+    }
+}
+
+#[async_trait::async_trait]
+impl Connection for DefaultConnection {
+    async fn start(&self) -> Result<(), DriverError> {
+        let mut members = self.hub.members.write().unwrap_or_else(|e| e.into_inner());
+        if !members.iter().any(|m| m.id == self.member.id) {
+            members.push(self.member.clone());
+        }
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<(), DriverError> {
+        self.leave();
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), DriverError> {
+        self.leave();
+        self.tasks.close();
+        if tokio::time::timeout(DRAIN, self.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                "{} in-process events or dispatches still running after {DRAIN:?} are abandoned (use the nats driver for durable dispatch)",
+                self.tasks.len()
+            );
+        }
+        Ok(())
+    }
+
+    async fn register_service(&self, name: &str, retry: &[Duration]) -> Result<(), DriverError> {
+        self.member.services.write().unwrap_or_else(|e| e.into_inner()).insert(name.into(), retry.into());
+        Ok(())
+    }
+
+    async fn register_message(&self, name: &str) -> Result<(), DriverError> {
+        self.member.messages.write().unwrap_or_else(|e| e.into_inner()).insert(name.into());
+        Ok(())
+    }
+
+    async fn request(&self, name: &str, payload: Vec<u8>, headers: Headers, timeout: Duration) -> Result<Vec<u8>, Failure> {
+        let member = self.hub.pick(Kind::Service, name).ok_or_else(|| Failure::not_found(name))?;
+        let mut envelope = Envelope::once(name, Mode::Call, payload, headers);
+        envelope.deadline = Some(Instant::now() + timeout);
+        member.inbound.deliver(envelope).await
+    }
+
+    async fn enqueue(&self, name: &str, payload: Vec<u8>, headers: Headers) -> Result<Receipt, Failure> {
+        let member = self.hub.pick(Kind::Service, name).ok_or_else(|| Failure::not_found(name))?;
+        let retry = member.services.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned().unwrap_or_else(|| Arc::new([]));
+        let id = format!("d{}", self.hub.next_id.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let hub = self.hub.clone();
+        let job = hub.run_dispatch(id.clone(), name.into(), payload, headers, retry);
+        self.tasks.spawn(async move {
+            let _ = tx.send(job.await);
+        });
+        Ok(Receipt { id, outcome: Some(rx) })
+    }
+
+    async fn publish(&self, name: &str, payload: Vec<u8>, headers: Headers, fanout: Fanout) -> Result<(), Failure> {
+        let mut targets = self.hub.serving(Kind::Message, name);
+        if targets.is_empty() {
+            return Err(Failure::not_found(name));
+        }
+        let mode = match fanout {
+            Fanout::All => Mode::Broadcast,
+            Fanout::PerGroup => {
+                // One member per group, rotating within each group.
+                let turn = self.hub.cursor.fetch_add(1, Ordering::Relaxed);
+                let mut groups: BTreeMap<String, Vec<Arc<Member>>> = BTreeMap::new();
+                for m in targets {
+                    groups.entry(m.group.clone()).or_default().push(m);
+                }
+                targets = groups.into_values().map(|g| g[turn % g.len()].clone()).collect();
+                Mode::Rolecast
+            }
+        };
+        // Events are fire-and-forget: each listener runs on its own task, and a
+        // listener's failure is its node's to log and count.
+        for member in targets {
+            let envelope = Envelope::once(name, mode, payload.clone(), headers.clone());
+            self.tasks.spawn(async move {
+                let _ = member.inbound.deliver(envelope).await;
+            });
+        }
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<Vec<NameStats>, DriverError> {
+        let members = self.hub.members.read().unwrap_or_else(|e| e.into_inner()).clone();
+        Ok(members.iter().flat_map(|m| m.inbound.stats()).collect())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, DriverError> {
+        let members = self.hub.members.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let now = rfc3339(SystemTime::now());
+        Ok(members.iter().map(|m| NodeInfo { last_seen: now.clone(), ..m.inbound.info() }).collect())
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceInfo>, DriverError> {
+        let members = self.hub.members.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut by_name: BTreeMap<(String, Kind), Vec<String>> = BTreeMap::new();
+        for m in &members {
+            let node = m.inbound.info().node;
+            for name in m.services.read().unwrap_or_else(|e| e.into_inner()).keys() {
+                by_name.entry((name.clone(), Kind::Service)).or_default().push(node.clone());
+            }
+            for name in m.messages.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                by_name.entry((name.clone(), Kind::Message)).or_default().push(node.clone());
+            }
+        }
+        Ok(by_name.into_iter().map(|((name, kind), nodes)| ServiceInfo { name, kind, nodes }).collect())
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, DriverError> {
+        Ok(self.hub.dead.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect())
+    }
+}

@@ -1,0 +1,122 @@
+//! The driver abstraction: how a node reaches a bus. A [`Driver`] opens
+//! [`Connection`]s; a connection carries the node's outgoing deliveries and
+//! hands incoming ones to the bus core through [`Inbound`]. Drivers know
+//! nothing of wasm; the bus core knows nothing of transports.
+
+pub mod default;
+
+use crate::config::ConnectionConfig;
+use crate::delivery::{Envelope, Headers};
+use crate::failure::Failure;
+use crate::stats::{NameStats, NodeInfo, ServiceInfo};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The drivers this build knows, by config name.
+pub const KNOWN: [&str; 1] = ["default"];
+
+/// A driver-level failure (connecting, registering, listing).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DriverError(pub String);
+
+/// The bus core as a driver sees it: where incoming deliveries go.
+#[async_trait::async_trait]
+pub trait Inbound: Send + Sync {
+    /// Runs one delivery on this node. Services return the reply; messages an
+    /// empty reply.
+    async fn deliver(&self, envelope: Envelope) -> Result<Vec<u8>, Failure>;
+    /// This node's per-name statistics.
+    fn stats(&self) -> Vec<NameStats>;
+    /// This node's identity and the names it serves.
+    fn info(&self) -> NodeInfo;
+}
+
+/// A way to reach a bus.
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync {
+    /// Opens a connection described by `config` for the node behind `inbound`.
+    async fn connect(&self, config: &ConnectionConfig, inbound: Arc<dyn Inbound>) -> Result<Arc<dyn Connection>, DriverError>;
+}
+
+/// The outcome of a dispatch, for drivers that can report it (the in-process
+/// default driver does; a durable driver returns once the bus has stored it).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DispatchOutcome {
+    /// The dispatch id.
+    pub id: String,
+    /// The service name.
+    pub name: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The reply of the successful attempt, or the final failure.
+    pub result: Result<Vec<u8>, Failure>,
+    /// The failures of every failed attempt, in order.
+    pub history: Vec<Failure>,
+}
+
+/// What `enqueue` returns once the bus has accepted a dispatch.
+#[derive(Debug)]
+pub struct Receipt {
+    /// The dispatch id.
+    pub id: String,
+    /// Resolves with the outcome, where the driver can observe it.
+    pub outcome: Option<tokio::sync::oneshot::Receiver<DispatchOutcome>>,
+}
+
+/// An exhausted or refused dispatch, kept so it can be inspected and replayed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    /// The dispatch id.
+    pub id: String,
+    /// The service name.
+    pub name: String,
+    /// The payload, unchanged.
+    pub payload: Vec<u8>,
+    /// Its headers.
+    pub headers: Headers,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last failure.
+    pub failure: Failure,
+    /// When it was dead-lettered, RFC 3339.
+    pub at: String,
+}
+
+/// Event fan-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fanout {
+    /// Every node with a handler.
+    All,
+    /// One node per group.
+    PerGroup,
+}
+
+/// One open connection to a bus (the seed's `Connection`, async).
+#[async_trait::async_trait]
+pub trait Connection: Send + Sync {
+    /// Starts receiving deliveries for the registered names.
+    async fn start(&self) -> Result<(), DriverError>;
+    /// Stops receiving; deliveries already running finish.
+    async fn stop(&self) -> Result<(), DriverError>;
+    /// Releases the connection.
+    async fn close(&self) -> Result<(), DriverError>;
+    /// Serves service `name` with the given dispatch retry schedule.
+    async fn register_service(&self, name: &str, retry: &[Duration]) -> Result<(), DriverError>;
+    /// Listens to message `name`.
+    async fn register_message(&self, name: &str) -> Result<(), DriverError>;
+    /// Calls service `name`, waiting at most `timeout`.
+    async fn request(&self, name: &str, payload: Vec<u8>, headers: Headers, timeout: Duration) -> Result<Vec<u8>, Failure>;
+    /// Queues a dispatch to service `name`.
+    async fn enqueue(&self, name: &str, payload: Vec<u8>, headers: Headers) -> Result<Receipt, Failure>;
+    /// Sends an event to message `name`.
+    async fn publish(&self, name: &str, payload: Vec<u8>, headers: Headers, fanout: Fanout) -> Result<(), Failure>;
+    /// Per-name statistics of every node on the bus.
+    async fn stats(&self) -> Result<Vec<NameStats>, DriverError>;
+    /// Every live node.
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, DriverError>;
+    /// Every name served, with its nodes.
+    async fn services(&self) -> Result<Vec<ServiceInfo>, DriverError>;
+    /// Dispatches that were exhausted or refused.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, DriverError>;
+}

@@ -1,0 +1,40 @@
+//! busbar runs WebAssembly component handlers on a message bus.
+//!
+//! A node joins a bus through a driver, loads *service* and *message*
+//! handlers (wasm components described by `wit/`) from a folder, and invokes
+//! them with byte payloads under retry and timeout control.
+//!
+//! # Layout
+//! Data flows one way: driver → bus core (node) → registry → runtime.
+//! - [`config`]: the node's TOML config, parsed strictly.
+//! - [`units`]: durations and byte sizes as people write them.
+//! - [`name`]: valid bus names; `_` is reserved.
+//! - [`failure`]: failure classes and their retry rule, codes and exit codes.
+//! - [`delivery`]: the four delivery modes, the envelope, retry arithmetic.
+//! - [`driver`]: the `Driver`/`Connection`/`Inbound` traits;
+//!   [`driver::default`] is the in-process bus.
+//! - [`node`]: the bus core — loads handlers, registers names, delivers.
+//! - [`handlers`]: the handlers folder and sidecar policies.
+//! - [`registry`]: which handler serves which name.
+//! - [`runtime`]: wasmtime — engine, artifact cache, sandboxed invocations.
+//! - [`stats`]: per-name counters and the discovery listing types.
+//! - [`weighted`]: weighted round robin over connections.
+//! - [`cli`]: the `busbar` command line.
+
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod driver;
+pub mod failure;
+pub mod handlers;
+pub mod name;
+pub mod node;
+pub mod registry;
+pub mod runtime;
+pub mod stats;
+pub mod units;
+pub mod weighted;
+
+pub use config::Config;
+pub use failure::{Failure, FailureClass};
+pub use node::{Node, NodeBuilder};

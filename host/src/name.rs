@@ -1,0 +1,57 @@
+//! Bus names: what a valid name is, and which are reserved for the bus itself.
+
+/// Why a name cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The name is empty.
+    #[error("a name cannot be empty")]
+    Empty,
+    /// The name contains whitespace or a control character.
+    #[error("name `{0}` contains whitespace or a control character; use dot-separated tokens such as `order.paid`")]
+    Whitespace(String),
+    /// The name has an empty dot-separated token, or NATS wildcards.
+    #[error("name `{0}` must be dot-separated, non-empty tokens without `*` or `>` (e.g. `order.paid`)")]
+    Malformed(String),
+    /// The name starts with `_`, reserved for the bus's control channels.
+    #[error("name `{0}` starts with `_`, which is reserved for busbar's control channels")]
+    Reserved(String),
+}
+
+/// Checks a name a handler wants to serve or a caller wants to reach.
+pub fn validate(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(NameError::Whitespace(name.into()));
+    }
+    if name.split('.').any(|t| t.is_empty() || t.contains(['*', '>'])) {
+        return Err(NameError::Malformed(name.into()));
+    }
+    if name.starts_with('_') {
+        return Err(NameError::Reserved(name.into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_dotted_names() {
+        assert_eq!(validate("order.paid"), Ok(()));
+        assert_eq!(validate("echo"), Ok(()));
+        assert_eq!(validate("a-b_c.d1"), Ok(()));
+    }
+
+    #[test]
+    fn refuses_empty_spaced_malformed_and_reserved() {
+        assert_eq!(validate(""), Err(NameError::Empty));
+        assert!(matches!(validate(" echo"), Err(NameError::Whitespace(_))));
+        assert!(matches!(validate("order paid"), Err(NameError::Whitespace(_))));
+        assert!(matches!(validate("order..paid"), Err(NameError::Malformed(_))));
+        assert!(matches!(validate("order.*"), Err(NameError::Malformed(_))));
+        assert!(matches!(validate("_busbar.ping"), Err(NameError::Reserved(_))));
+    }
+}

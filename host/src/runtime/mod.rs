@@ -1,0 +1,314 @@
+//! The wasmtime side of busbar: one engine per process (pooling allocator,
+//! epoch interruption), components validated, compiled once (through the
+//! artifact cache) and pre-instantiated, and a fresh sandboxed `Store` for
+//! every invocation. The runtime knows nothing of drivers or NATS.
+
+mod bindings;
+mod cache;
+mod guest_log;
+mod sandbox;
+
+pub use sandbox::{Outbound, human_bytes};
+
+use crate::delivery::{Envelope, Mode};
+use crate::failure::{Failure, FailureClass};
+use bindings::busbar::handler::types;
+use bindings::exports::busbar::handler::{message, service};
+use cache::ArtifactCache;
+use sandbox::Sandbox;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+
+/// The exported interface of a service handler.
+pub const SERVICE_EXPORT: &str = "busbar:handler/service@0.1.0";
+/// The exported interface of a message handler.
+pub const MESSAGE_EXPORT: &str = "busbar:handler/message@0.1.0";
+
+/// How often the epoch advances: a runaway guest is interrupted at most one
+/// tick after its deadline, and a busy guest yields to other tasks every tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Where compiled artifacts are cached; `None` compiles every time.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// How many instances may run at once across all handlers (pool size).
+    pub max_instances: u32,
+    /// Largest linear memory any handler may be granted.
+    pub max_memory: u64,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self { cache_dir: None, max_instances: 1000, max_memory: 4 << 30 }
+    }
+}
+
+/// Why a file is not a usable handler.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read it: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not WebAssembly at all.
+    #[error("not a WebAssembly file (no `\\0asm` header); is it a half-written copy?")]
+    NotWasm,
+    /// A core module rather than a component.
+    #[error(
+        "a core WebAssembly module, not a component; build it for `wasm32-wasip2` or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule,
+    /// wasmtime refused to compile it.
+    #[error("does not compile: {0}")]
+    Compile(String),
+    /// It exports neither handler interface.
+    #[error("exports neither `{SERVICE_EXPORT}` nor `{MESSAGE_EXPORT}` (it exports: {0}); target the `service-handler` or `message-handler` world of wit/")]
+    NoHandlerExport(String),
+    /// It imports something busbar does not provide.
+    #[error("cannot be linked: {0}; a handler may import only WASI 0.2 and `busbar:handler/bus@0.1.0`")]
+    Link(String),
+    /// An export has the wrong shape (another version of the WIT?).
+    #[error("`{0}` does not match busbar's WIT: {1}")]
+    Signature(&'static str, String),
+}
+
+/// What a handler component exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Exports {
+    /// Exports `service`: answers call and dispatch.
+    pub service: bool,
+    /// Exports `message`: receives broadcast and rolecast.
+    pub message: bool,
+}
+
+/// A validated, compiled and pre-instantiated handler component.
+pub struct Compiled {
+    /// Short content hash (12 hex digits of SHA-256): the version in logs.
+    pub version: String,
+    /// What it exports.
+    pub exports: Exports,
+    /// Its imports, for `busbar check`.
+    pub imports: Vec<String>,
+    /// Whether it came from the artifact cache.
+    pub cached: bool,
+    pre: InstancePre<Sandbox>,
+    service: Option<service::GuestIndices>,
+    message: Option<message::GuestIndices>,
+}
+
+/// One invocation request.
+pub struct Invoke {
+    /// The handler's label in logs (its file stem).
+    pub handler: Arc<str>,
+    /// What to deliver.
+    pub envelope: Envelope,
+    /// The handler's own timeout; the envelope's deadline wins when sooner.
+    pub timeout: Duration,
+    /// The handler's memory limit in bytes.
+    pub memory: u64,
+    /// The longest chain of nested bus calls.
+    pub max_depth: u32,
+    /// Where the handler's `bus` calls go.
+    pub outbound: Arc<dyn Outbound>,
+}
+
+/// The process's wasmtime engine, linker and artifact cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<Sandbox>,
+    cache: Option<ArtifactCache>,
+    ticker: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    /// Builds the engine and starts its epoch ticker.
+    pub fn new(options: &RuntimeOptions) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(options.max_instances)
+            .total_core_instances(options.max_instances * 8)
+            .total_memories(options.max_instances * 2)
+            .total_tables(options.max_instances * 8)
+            .total_stacks(options.max_instances)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(4)
+            .max_tables_per_component(32)
+            .max_memory_size(usize::try_from(options.max_memory)?);
+        let mut config = wasmtime::Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::Handler::add_to_linker::<_, wasmtime::component::HasSelf<Sandbox>>(&mut linker, |s| s)?;
+        let cache = match &options.cache_dir {
+            Some(dir) => match ArtifactCache::new(&engine, dir) {
+                Ok(cache) => Some(cache),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "artifact cache disabled: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let ticker = Arc::new(AtomicBool::new(true));
+        let running = ticker.clone();
+        let ticking = engine.weak();
+        std::thread::Builder::new().name("busbar-epoch".into()).spawn(move || {
+            while running.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match ticking.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })?;
+        Ok(Self { engine, linker, cache, ticker })
+    }
+
+    /// Validates, compiles (or loads from the cache) and pre-instantiates a
+    /// handler component.
+    pub fn load(&self, bytes: &[u8]) -> Result<Compiled, LoadError> {
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
+            Some([0, b'a', b's', b'm', ..]) => {}
+            _ => return Err(LoadError::NotWasm),
+        }
+        let hash = format!("{:x}", Sha256::digest(bytes));
+        let (component, cached) = match self.cache.as_ref().and_then(|c| c.get(&self.engine, &hash)) {
+            Some(component) => (component, true),
+            None => {
+                let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                if let Some(cache) = &self.cache {
+                    cache.put(&hash, &component);
+                }
+                (component, false)
+            }
+        };
+        let ty = component.component_type();
+        let export_names: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let imports = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let exports = Exports {
+            service: export_names.iter().any(|n| n == SERVICE_EXPORT),
+            message: export_names.iter().any(|n| n == MESSAGE_EXPORT),
+        };
+        if !exports.service && !exports.message {
+            let found = if export_names.is_empty() { "nothing".into() } else { export_names.join(", ") };
+            return Err(LoadError::NoHandlerExport(found));
+        }
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let service = match exports.service {
+            true => Some(service::GuestIndices::new(&pre).map_err(|e| LoadError::Signature(SERVICE_EXPORT, format!("{e:#}")))?),
+            false => None,
+        };
+        let message = match exports.message {
+            true => Some(message::GuestIndices::new(&pre).map_err(|e| LoadError::Signature(MESSAGE_EXPORT, format!("{e:#}")))?),
+            false => None,
+        };
+        Ok(Compiled { version: hash[..12].to_string(), exports, imports, cached, pre, service, message })
+    }
+
+    /// Reads and loads a handler file.
+    pub fn load_file(&self, path: &Path) -> Result<Compiled, LoadError> {
+        self.load(&std::fs::read(path)?)
+    }
+
+    /// Runs one invocation in a fresh store. Service modes return the reply;
+    /// message modes return an empty reply.
+    pub async fn invoke(&self, compiled: &Compiled, invoke: Invoke) -> Result<Vec<u8>, Failure> {
+        let Invoke { handler, envelope, timeout, memory, max_depth, outbound } = invoke;
+        let start = Instant::now();
+        let deadline = envelope.deadline.map_or(start + timeout, |d| d.min(start + timeout));
+        let budget = deadline.saturating_duration_since(start);
+        let mut store = Store::new(
+            &self.engine,
+            Sandbox::new(&handler, memory, deadline, envelope.depth(), max_depth, outbound),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(Interrupted))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let ctx = types::Context {
+            name: envelope.name,
+            delivery: match envelope.mode {
+                Mode::Call => types::Delivery::Call,
+                Mode::Dispatch => types::Delivery::Dispatch,
+                Mode::Broadcast => types::Delivery::Broadcast,
+                Mode::Rolecast => types::Delivery::Rolecast,
+            },
+            attempt: envelope.attempt,
+            final_: envelope.is_final,
+            time_left_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
+            headers: envelope.headers,
+        };
+        let payload = envelope.payload;
+        let is_service = envelope.mode.is_service();
+        let run = async {
+            let instance = compiled.pre.instantiate_async(&mut store).await?;
+            if is_service {
+                let Some(indices) = &compiled.service else { return Ok(Err(not_exported(&handler, "service"))) };
+                let guest = indices.load(&mut store, &instance)?;
+                Ok(guest.call_handle(&mut store, &ctx, &payload).await?.map_err(Failure::from))
+            } else {
+                let Some(indices) = &compiled.message else { return Ok(Err(not_exported(&handler, "message"))) };
+                let guest = indices.load(&mut store, &instance)?;
+                Ok(guest.call_handle(&mut store, &ctx, &payload).await?.map(|()| Vec::new()).map_err(Failure::from))
+            }
+        };
+        let outcome: Result<wasmtime::Result<Result<Vec<u8>, Failure>>, _> = tokio::time::timeout_at(deadline.into(), run).await;
+        match outcome {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(trap)) => Err(classify(&handler, &trap, store.data().limiter.exceeded.map(|d| store.data().limiter.describe(d)), budget)),
+            Err(_elapsed) => Err(timed_out(&handler, budget)),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The epoch callback's verdict: the deadline passed while the guest ran.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline passed")]
+struct Interrupted;
+
+fn not_exported(handler: &str, what: &str) -> Failure {
+    Failure::new(FailureClass::NotFound, format!("handler `{handler}` does not export the {what} interface"))
+}
+
+fn timed_out(handler: &str, budget: Duration) -> Failure {
+    Failure::new(FailureClass::Timeout, format!("handler `{handler}` did not finish within {}ms and was interrupted", budget.as_millis()))
+}
+
+/// Turns a wasmtime error into the failure a caller sees.
+fn classify(handler: &str, error: &wasmtime::Error, memory: Option<String>, budget: Duration) -> Failure {
+    if error.is::<Interrupted>() {
+        return timed_out(handler, budget);
+    }
+    if let Some(memory) = memory {
+        return Failure::new(FailureClass::Trapped, format!("handler `{handler}` trapped: {memory}"));
+    }
+    let reason = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::UnreachableCodeReached) => "it panicked or aborted (wasm `unreachable`)".to_string(),
+        Some(wasmtime::Trap::StackOverflow) => "stack overflow".to_string(),
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    };
+    tracing::debug!(handler, "trap details: {error:?}");
+    Failure::new(FailureClass::Trapped, format!("handler `{handler}` trapped: {reason}"))
+}

@@ -1,0 +1,185 @@
+//! What one invocation's `Store` holds: an empty WASI context (no files, env
+//! or network), the memory limiter, the deadline, and the `bus` import, which
+//! forwards to the bus core through [`Outbound`] with the call depth counted.
+
+use super::bindings::busbar::handler::{bus, types};
+use super::guest_log::{GuestLog, Stream};
+use crate::delivery::{DEPTH_HEADER, Headers, Mode};
+use crate::failure::{Failure, FailureClass};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The way out of a handler: the bus core implements it, so the runtime never
+/// learns which driver carries a nested call.
+#[async_trait::async_trait]
+pub trait Outbound: Send + Sync {
+    /// Delivers `payload` to `name` in `mode`; for a call, waits for the reply
+    /// at most `timeout`. Other modes return an empty reply once accepted.
+    async fn send(
+        &self,
+        mode: Mode,
+        name: &str,
+        payload: Vec<u8>,
+        headers: Headers,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Failure>;
+}
+
+/// The data of one invocation's store.
+pub(crate) struct Sandbox {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    /// When the host interrupts the invocation.
+    deadline: Instant,
+    /// Nesting depth of this invocation; nested deliveries carry depth + 1.
+    depth: u32,
+    /// The longest chain allowed.
+    max_depth: u32,
+    /// Where nested deliveries go.
+    outbound: Arc<dyn Outbound>,
+}
+
+impl Sandbox {
+    pub(crate) fn new(
+        handler: &Arc<str>,
+        memory: u64,
+        deadline: Instant,
+        depth: u32,
+        max_depth: u32,
+        outbound: Arc<dyn Outbound>,
+    ) -> Self {
+        let wasi = WasiCtx::builder()
+            .stdout(GuestLog::new(handler.clone(), Stream::Stdout))
+            .stderr(GuestLog::new(handler.clone(), Stream::Stderr))
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { limit: usize::try_from(memory).unwrap_or(usize::MAX), exceeded: None },
+            deadline,
+            depth,
+            max_depth,
+            outbound,
+        }
+    }
+
+    async fn forward(&mut self, mode: Mode, name: String, payload: Vec<u8>, timeout: Option<u64>) -> Result<Vec<u8>, types::BusError> {
+        if self.depth >= self.max_depth {
+            return Err(types::BusError {
+                class: types::ErrorClass::Denied,
+                message: format!(
+                    "{mode} to `{name}` refused: the chain of nested bus calls reached the depth limit of {}",
+                    self.max_depth
+                ),
+            });
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let timeout = timeout.map_or(left, |ms| Duration::from_millis(ms).min(left));
+        let headers = vec![(DEPTH_HEADER.to_string(), (self.depth + 1).to_string())];
+        self.outbound.send(mode, &name, payload, headers, timeout).await.map_err(Into::into)
+    }
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Caps linear memory; remembers a refused growth so the resulting trap can
+/// be reported as memory exhaustion rather than a bare `unreachable`.
+pub(crate) struct MemoryLimiter {
+    limit: usize,
+    /// The size the guest asked for when it was refused.
+    pub(crate) exceeded: Option<usize>,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn describe(&self, desired: usize) -> String {
+        format!(
+            "memory limit of {} exceeded (the guest asked for {})",
+            human_bytes(self.limit as u64),
+            human_bytes(desired as u64)
+        )
+    }
+}
+
+/// Table elements one instance may have; far above what real guests use.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// `64 MiB`, `512 KiB`, `17 B`.
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 => format!("{:.0} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.0} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+impl types::Host for Sandbox {}
+
+impl bus::Host for Sandbox {
+    async fn call(&mut self, name: String, payload: Vec<u8>, timeout_ms: Option<u64>) -> wasmtime::Result<Result<Vec<u8>, types::BusError>> {
+        Ok(self.forward(Mode::Call, name, payload, timeout_ms).await)
+    }
+
+    async fn dispatch(&mut self, name: String, payload: Vec<u8>) -> wasmtime::Result<Result<(), types::BusError>> {
+        Ok(self.forward(Mode::Dispatch, name, payload, None).await.map(drop))
+    }
+
+    async fn broadcast(&mut self, name: String, payload: Vec<u8>) -> wasmtime::Result<Result<(), types::BusError>> {
+        Ok(self.forward(Mode::Broadcast, name, payload, None).await.map(drop))
+    }
+
+    async fn rolecast(&mut self, name: String, payload: Vec<u8>) -> wasmtime::Result<Result<(), types::BusError>> {
+        Ok(self.forward(Mode::Rolecast, name, payload, None).await.map(drop))
+    }
+}
+
+impl From<Failure> for types::BusError {
+    fn from(f: Failure) -> Self {
+        use types::ErrorClass as E;
+        let class = match f.class {
+            FailureClass::Invalid => E::Invalid,
+            FailureClass::Denied => E::Denied,
+            FailureClass::Unauthorized => E::Unauthorized,
+            FailureClass::NotFound => E::NotFound,
+            FailureClass::Retry => E::Retry,
+            FailureClass::Overloaded => E::Overloaded,
+            FailureClass::Timeout => E::Timeout,
+            FailureClass::Failed => E::Failed,
+            FailureClass::Trapped => E::Trapped,
+        };
+        Self { class, message: f.message }
+    }
+}
+
+impl From<types::Failure> for Failure {
+    fn from(f: types::Failure) -> Self {
+        match f {
+            types::Failure::Invalid(m) => Failure::new(FailureClass::Invalid, m),
+            types::Failure::Denied(m) => Failure::new(FailureClass::Denied, m),
+            types::Failure::Unauthorized(m) => Failure::new(FailureClass::Unauthorized, m),
+            types::Failure::Retry(m) => Failure::new(FailureClass::Retry, m),
+            types::Failure::Failed(m) => Failure::new(FailureClass::Failed, m),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Test support: handler folders made of real compiled guests, nodes started
+//! on a private in-process hub, and one shared wasmtime runtime per test
+//! process (as in production: one engine per process).
+
+use busbar::driver::default::DefaultDriver;
+use busbar::node::LoadReport;
+use busbar::runtime::{Runtime, RuntimeOptions};
+use busbar::{Config, Node, NodeBuilder};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// The compiled guest `name` (built by this crate's build script from `examples/`).
+pub fn guest(name: &str) -> PathBuf {
+    let path = Path::new(env!("BUSBAR_GUESTS_DIR")).join(format!("{name}.wasm"));
+    assert!(path.exists(), "guest {name} was not built: {}", path.display());
+    path
+}
+
+/// The process's runtime, with an artifact cache under `target/` so repeated
+/// test runs do not recompile the guests.
+pub fn runtime() -> Arc<Runtime> {
+    static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifact-cache");
+            let options = RuntimeOptions { cache_dir: Some(cache), max_instances: 200, ..RuntimeOptions::default() };
+            Arc::new(Runtime::new(&options).expect("the wasm runtime starts"))
+        })
+        .clone()
+}
+
+/// A temporary handlers folder.
+pub struct Folder {
+    dir: tempfile::TempDir,
+}
+
+impl Folder {
+    /// A folder holding the named guests, each as `NAME.wasm`.
+    pub fn with(guests: &[&str]) -> Self {
+        let folder = Self { dir: tempfile::tempdir().expect("tempdir") };
+        for g in guests {
+            folder.add(g, g);
+        }
+        folder
+    }
+
+    /// Copies guest `guest` into the folder as `name.wasm`.
+    pub fn add(&self, guest_name: &str, name: &str) -> &Self {
+        std::fs::copy(guest(guest_name), self.path().join(format!("{name}.wasm"))).expect("copy guest");
+        self
+    }
+
+    /// Writes the sidecar `name.toml`.
+    pub fn sidecar(&self, name: &str, toml: &str) -> &Self {
+        self.write(&format!("{name}.toml"), toml.as_bytes())
+    }
+
+    /// Writes any file into the folder.
+    pub fn write(&self, file: &str, bytes: &[u8]) -> &Self {
+        std::fs::write(self.path().join(file), bytes).expect("write into the folder");
+        self
+    }
+
+    /// The folder's path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Starts a node serving `folder` with `config` (TOML text) on `hub`.
+pub async fn start_on(hub: &DefaultDriver, folder: &Folder, config: &str) -> (Node, LoadReport) {
+    let mut config = Config::parse(config, Path::new("test.toml")).expect("test config is valid");
+    config.node.handlers = folder.path().to_path_buf();
+    NodeBuilder::new(config)
+        .runtime(runtime())
+        .driver("default", Arc::new(hub.clone()))
+        .start()
+        .await
+        .expect("node starts")
+}
+
+/// Starts a lone node serving `folder` with default config on a private hub.
+pub async fn start(folder: &Folder) -> Node {
+    start_on(&DefaultDriver::new(), folder, "").await.0
+}
+
+/// Log lines captured from the whole test process (`busbar=info`).
+pub struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Everything logged so far.
+    pub fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Starts capturing the process's logs (once per process) and returns them.
+pub fn capture_logs() -> Logs {
+    static BUFFER: OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = OnceLock::new();
+    let buffer = BUFFER
+        .get_or_init(|| {
+            let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = buffer.clone();
+            tracing_subscriber::fmt()
+                .with_env_filter("busbar=info")
+                .with_ansi(false)
+                .with_writer(move || LogWriter(sink.clone()))
+                .try_init()
+                .expect("no other subscriber in the test process");
+            buffer
+        })
+        .clone();
+    Logs(buffer)
+}

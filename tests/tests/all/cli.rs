@@ -1,0 +1,167 @@
+//! The `busbar` command line: replies on stdout as raw bytes, errors on
+//! stderr with an exit code per failure class, and a node that stops cleanly
+//! on SIGTERM.
+
+use busbar_tests::support::{Folder, guest};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn busbar(folder: &Folder, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .arg("--handlers")
+        .arg(folder.path())
+        .args(args)
+        .env("XDG_CACHE_HOME", cache_home())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("busbar runs")
+}
+
+fn cache_home() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-cli-cache")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn call_prints_the_raw_reply() {
+    let folder = Folder::with(&["echo", "greet"]);
+    let out = busbar(&folder, &["call", "greet", "cli"]);
+    assert_eq!((out.status.code(), out.stdout.as_slice()), (Some(0), b"hello, cli".as_slice()), "{}", stderr(&out));
+}
+
+#[test]
+fn call_reads_the_payload_from_stdin() {
+    let folder = Folder::with(&["echo"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .arg("--handlers")
+        .arg(folder.path())
+        .args(["call", "echo", "-"])
+        .env("XDG_CACHE_HOME", cache_home())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("busbar runs");
+    let payload: Vec<u8> = (0..=255).collect();
+    child.stdin.take().expect("stdin").write_all(&payload).expect("write stdin");
+    let out = child.wait_with_output().expect("busbar exits");
+    assert_eq!(out.stdout, payload);
+}
+
+#[test]
+fn exit_codes_tell_failure_classes_apart() {
+    let folder = Folder::with(&["fail"]);
+    for (payload, code) in [("invalid:x", 10), ("unauthorized:x", 11), ("denied:x", 12), ("retry:x", 14), ("failed:x", 17)] {
+        let out = busbar(&folder, &["call", "fail", payload]);
+        assert_eq!(out.status.code(), Some(code), "{payload}: {}", stderr(&out));
+        assert!(out.stdout.is_empty());
+        assert!(stderr(&out).contains(&format!("{}: x", payload.split(':').next().unwrap_or_default())), "{}", stderr(&out));
+    }
+    let out = busbar(&folder, &["call", "nobody"]);
+    assert_eq!(out.status.code(), Some(13), "{}", stderr(&out));
+}
+
+#[test]
+fn a_timeout_exits_with_its_own_code() {
+    let folder = Folder::with(&["spin"]);
+    let out = busbar(&folder, &["call", "spin", "--timeout", "200ms"]);
+    assert_eq!(out.status.code(), Some(16), "{}", stderr(&out));
+}
+
+#[test]
+fn dispatch_waits_for_the_outcome_with_retries() {
+    let folder = Folder::with(&["flaky"]);
+    folder.sidecar("flaky", "retry = [\"10ms\", \"10ms\"]\n");
+    let out = busbar(&folder, &["dispatch", "flaky", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"ok after 2 attempts");
+    assert!(stderr(&out).contains("attempt 1: retry: flaky attempt 1 final=false"), "{}", stderr(&out));
+
+    let out = busbar(&folder, &["dispatch", "flaky", "5"]);
+    assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
+    assert!(stderr(&out).contains("dead-lettered after 3 attempt(s)"), "{}", stderr(&out));
+}
+
+#[test]
+fn broadcast_and_rolecast_deliver_before_exiting() {
+    let folder = Folder::with(&["audit"]);
+    for mode in ["broadcast", "rolecast"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_busbar"))
+            .arg("--handlers")
+            .arg(folder.path())
+            .args([mode, "audit", "hello"])
+            .env("XDG_CACHE_HOME", cache_home())
+            .env("RUST_LOG", "busbar::guest=info")
+            .output()
+            .expect("busbar runs");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stderr(&out).contains(&format!("audit: event `audit` ({mode}) of 5 bytes")), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn check_tells_a_handler_from_a_bad_file() {
+    let folder = Folder::with(&[]);
+    let out = busbar(&folder, &["check", guest("whoami").to_str().expect("utf-8 path"), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["exports"], serde_json::json!({"service": true, "message": true}));
+
+    folder.write("bad.wasm", b"\0asm\x01\0\0\0");
+    let bad = folder.path().join("bad.wasm");
+    let out = busbar(&folder, &["check", bad.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is not a valid handler: a core WebAssembly module"), "{}", stderr(&out));
+}
+
+#[test]
+fn listings_print_json() {
+    let folder = Folder::with(&["echo", "audit"]);
+    let out = busbar(&folder, &["services", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let services: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let names: Vec<_> = services.as_array().expect("array").iter().map(|s| s["name"].as_str().unwrap_or_default()).collect();
+    assert_eq!(names, ["audit", "echo"]);
+    let nodes: serde_json::Value = serde_json::from_slice(&busbar(&folder, &["nodes", "--json"]).stdout).expect("JSON");
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1));
+    let stats: serde_json::Value = serde_json::from_slice(&busbar(&folder, &["stats", "--json"]).stdout).expect("JSON");
+    assert!(stats.is_array());
+}
+
+#[test]
+fn a_bad_config_names_the_key_and_the_file() {
+    let folder = Folder::with(&["echo"]);
+    folder.write("busbar.toml", b"[node]\nhandlerz = \"x\"\n");
+    let config = folder.path().join("busbar.toml");
+    let out = busbar(&folder, &["--config", config.to_str().expect("utf-8"), "call", "echo"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("handlerz") && stderr(&out).contains("busbar.toml"), "{}", stderr(&out));
+}
+
+#[test]
+fn run_serves_until_sigterm_then_stops_cleanly() {
+    let folder = Folder::with(&["echo"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .arg("--handlers")
+        .arg(folder.path())
+        .arg("run")
+        .env("XDG_CACHE_HOME", cache_home())
+        .env("RUST_LOG", "busbar=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("busbar runs");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let serving = lines.by_ref().map_while(Result::ok).find(|l| l.contains("serving"));
+    assert!(serving.is_some(), "the node never said it was serving");
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = child.wait().expect("busbar exits");
+    assert!(Instant::now() < deadline, "busbar took too long to stop");
+    assert_eq!(exit.code(), Some(0), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
