@@ -21,6 +21,8 @@
 //! - [`weighted`]: weighted round robin over connections.
 //! - [`cli`]: the `busbar` command line.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, reason = "unit tests fail loudly"))]
+
 pub mod cli;
 pub mod config;
 pub mod delivery;

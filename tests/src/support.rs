@@ -2,6 +2,8 @@
 //! on a private in-process hub, and one shared wasmtime runtime per test
 //! process (as in production: one engine per process).
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "test set-up fails loudly")]
+
 use busbar::driver::default::DefaultDriver;
 use busbar::node::LoadReport;
 use busbar::runtime::{Runtime, RuntimeOptions};

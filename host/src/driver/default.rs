@@ -80,10 +80,10 @@ impl Hub {
     fn dead_letter(&self, letter: DeadLetter) {
         tracing::warn!(name = %letter.name, id = %letter.id, attempts = letter.attempts, "dispatch dead-lettered: {}", letter.failure);
         let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
-        if dead.len() >= DEAD_LETTER_LIMIT {
-            if let Some(old) = dead.pop_front() {
-                tracing::warn!(name = %old.name, id = %old.id, "dead-letter list full ({DEAD_LETTER_LIMIT}); dropped the oldest");
-            }
+        if dead.len() >= DEAD_LETTER_LIMIT
+            && let Some(old) = dead.pop_front()
+        {
+            tracing::warn!(name = %old.name, id = %old.id, "dead-letter list full ({DEAD_LETTER_LIMIT}); dropped the oldest");
         }
         dead.push_back(letter);
     }

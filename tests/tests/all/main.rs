@@ -1,6 +1,8 @@
 //! busbar's integration tests: real compiled guests on real nodes, one test
 //! binary so the wasmtime link happens once.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a failed expectation is a failed test")]
+
 mod cli;
 mod config;
 mod deliveries;
