@@ -305,7 +305,11 @@ pub mod bus {
     ///
     /// `timeout` is capped by the time the calling invocation has left;
     /// `None` means "all of it". Sub-millisecond parts are rounded up.
-    pub fn call(name: &str, payload: &[u8], timeout: Option<Duration>) -> Result<Vec<u8>, BusError> {
+    pub fn call(
+        name: &str,
+        payload: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, BusError> {
         raw_bus::call(name, payload, timeout.map(duration_to_ms))
     }
 
@@ -336,7 +340,10 @@ mod tests {
     use super::*;
 
     fn bus_error(class: ErrorClass, message: &str) -> BusError {
-        BusError { class, message: message.to_string() }
+        BusError {
+            class,
+            message: message.to_string(),
+        }
     }
 
     #[test]
