@@ -202,10 +202,11 @@ impl Core {
         served
     }
 
-    fn outgoing(&self) -> Result<(&Arc<dyn Connection>, &Outgoing), Failure> {
+    /// The connection for the next outgoing operation, by weight.
+    fn outgoing(&self) -> Result<&Arc<dyn Connection>, Failure> {
         let out = self.outgoing.get().ok_or_else(|| Failure::new(FailureClass::NotFound, "the node is not connected to a bus yet"))?;
         let i = out.picker.pick().ok_or_else(|| Failure::new(FailureClass::NotFound, "the node has no bus connection"))?;
-        Ok((&out.connections[i], out))
+        Ok(&out.connections[i])
     }
 }
 
@@ -270,7 +271,7 @@ impl Inbound for Core {
 impl Outbound for Core {
     async fn send(&self, mode: Mode, name: &str, payload: Vec<u8>, headers: Headers, timeout: Duration) -> Result<Vec<u8>, Failure> {
         crate::name::validate(name).map_err(|e| Failure::new(FailureClass::Invalid, e.to_string()))?;
-        let (conn, _) = self.outgoing()?;
+        let conn = self.outgoing()?;
         match mode {
             Mode::Call => conn.request(name, payload, headers, timeout).await,
             Mode::Dispatch => conn.enqueue(name, payload, headers).await.map(|_| Vec::new()),
@@ -304,7 +305,7 @@ impl Node {
     /// Queues work for service `name`; returns once the bus accepted it.
     pub async fn dispatch(&self, name: &str, payload: Vec<u8>) -> Result<Receipt, Failure> {
         crate::name::validate(name).map_err(|e| Failure::new(FailureClass::Invalid, e.to_string()))?;
-        let (conn, _) = self.core.outgoing()?;
+        let conn = self.core.outgoing()?;
         conn.enqueue(name, payload, Headers::new()).await
     }
 
