@@ -70,7 +70,20 @@ struct Core {
 
 struct Outgoing {
     connections: Vec<Arc<dyn Connection>>,
+    /// Operations sent through each connection, for [`Node::connections`].
+    sent: Vec<std::sync::atomic::AtomicU64>,
     picker: WeightedPicker,
+}
+
+/// One bus connection of a node and how much it carried.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectionUse {
+    /// The connection's name (`default` or the `[bus.NAME]` table).
+    pub name: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Outgoing operations sent through it.
+    pub sent: u64,
 }
 
 /// Builds a node: config, runtime and drivers can be supplied, for tests and
@@ -141,7 +154,8 @@ impl NodeBuilder {
             connections.push(c);
         }
         let weights: Vec<u32> = core.config.connections.iter().map(|c| c.weight).collect();
-        let _ = core.outgoing.set(Outgoing { connections, picker: WeightedPicker::new(&weights) });
+        let sent = connections.iter().map(|_| Default::default()).collect();
+        let _ = core.outgoing.set(Outgoing { connections, sent, picker: WeightedPicker::new(&weights) });
         Ok((Node { core }, report))
     }
 }
@@ -206,6 +220,7 @@ impl Core {
     fn outgoing(&self) -> Result<&Arc<dyn Connection>, Failure> {
         let out = self.outgoing.get().ok_or_else(|| Failure::new(FailureClass::NotFound, "the node is not connected to a bus yet"))?;
         let i = out.picker.pick().ok_or_else(|| Failure::new(FailureClass::NotFound, "the node has no bus connection"))?;
+        out.sent[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(&out.connections[i])
     }
 }
@@ -317,6 +332,18 @@ impl Node {
     /// Sends an event to one listener of `name` per group.
     pub async fn rolecast(&self, name: &str, payload: Vec<u8>) -> Result<(), Failure> {
         self.core.send(Mode::Rolecast, name, payload, Headers::new(), Duration::ZERO).await.map(drop)
+    }
+
+    /// The node's bus connections and the outgoing operations each carried.
+    pub fn connections(&self) -> Vec<ConnectionUse> {
+        let Some(out) = self.core.outgoing.get() else { return Vec::new() };
+        self.core
+            .config
+            .connections
+            .iter()
+            .zip(&out.sent)
+            .map(|(c, sent)| ConnectionUse { name: c.name.clone(), weight: c.weight, sent: sent.load(std::sync::atomic::Ordering::Relaxed) })
+            .collect()
     }
 
     /// This node's own statistics.

@@ -13,7 +13,7 @@ use crate::failure::Failure;
 use crate::stats::{Kind, NameStats, NodeInfo, ServiceInfo, rfc3339};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::task::TaskTracker;
 
@@ -49,12 +49,22 @@ struct Hub {
 struct Member {
     id: u64,
     group: String,
-    inbound: Arc<dyn Inbound>,
+    /// The node behind the connection, held weakly: the node owns its
+    /// connections, so a strong reference here would keep it alive forever.
+    inbound: Weak<dyn Inbound>,
     services: RwLock<HashMap<String, Arc<[Duration]>>>,
     messages: RwLock<HashSet<String>>,
 }
 
 impl Member {
+    /// Delivers to the node, if it still exists.
+    async fn deliver(&self, envelope: Envelope) -> Result<Vec<u8>, Failure> {
+        match self.inbound.upgrade() {
+            Some(node) => node.deliver(envelope).await,
+            None => Err(Failure::not_found(&envelope.name)),
+        }
+    }
+
     fn serves(&self, kind: Kind, name: &str) -> bool {
         match kind {
             Kind::Service => self.services.read().unwrap_or_else(|e| e.into_inner()).contains_key(name),
@@ -64,9 +74,16 @@ impl Member {
 }
 
 impl Hub {
+    /// Every node serving `name`, once per node even when the node reaches
+    /// this hub through several connections.
     fn serving(&self, kind: Kind, name: &str) -> Vec<Arc<Member>> {
         let members = self.members.read().unwrap_or_else(|e| e.into_inner());
-        members.iter().filter(|m| m.serves(kind, name)).cloned().collect()
+        let mut seen = HashSet::new();
+        members
+            .iter()
+            .filter(|m| m.serves(kind, name) && seen.insert(m.inbound.as_ptr().cast::<()>()))
+            .cloned()
+            .collect()
     }
 
     /// One member serving `name`, in turn.
@@ -106,7 +123,7 @@ impl Hub {
                         is_final,
                         deadline: None,
                     };
-                    member.inbound.deliver(envelope).await
+                    member.deliver(envelope).await
                 }
                 None => Err(Failure::not_found(&name)),
             };
@@ -144,7 +161,7 @@ impl Driver for DefaultDriver {
         let member = Arc::new(Member {
             id: self.hub.next_id.fetch_add(1, Ordering::Relaxed),
             group: config.group.clone(),
-            inbound,
+            inbound: Arc::downgrade(&inbound),
             services: RwLock::default(),
             messages: RwLock::default(),
         });
@@ -208,7 +225,7 @@ impl Connection for DefaultConnection {
         let member = self.hub.pick(Kind::Service, name).ok_or_else(|| Failure::not_found(name))?;
         let mut envelope = Envelope::once(name, Mode::Call, payload, headers);
         envelope.deadline = Some(Instant::now() + timeout);
-        member.inbound.deliver(envelope).await
+        member.deliver(envelope).await
     }
 
     async fn enqueue(&self, name: &str, payload: Vec<u8>, headers: Headers) -> Result<Receipt, Failure> {
@@ -247,7 +264,7 @@ impl Connection for DefaultConnection {
         for member in targets {
             let envelope = Envelope::once(name, mode, payload.clone(), headers.clone());
             self.tasks.spawn(async move {
-                let _ = member.inbound.deliver(envelope).await;
+                let _ = member.deliver(envelope).await;
             });
         }
         Ok(())
@@ -255,20 +272,24 @@ impl Connection for DefaultConnection {
 
     async fn stats(&self) -> Result<Vec<NameStats>, DriverError> {
         let members = self.hub.members.read().unwrap_or_else(|e| e.into_inner()).clone();
-        Ok(members.iter().flat_map(|m| m.inbound.stats()).collect())
+        Ok(members.iter().filter_map(|m| m.inbound.upgrade()).flat_map(|n| n.stats()).collect())
     }
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, DriverError> {
         let members = self.hub.members.read().unwrap_or_else(|e| e.into_inner()).clone();
         let now = rfc3339(SystemTime::now());
-        Ok(members.iter().map(|m| NodeInfo { last_seen: now.clone(), ..m.inbound.info() }).collect())
+        Ok(members
+            .iter()
+            .filter_map(|m| m.inbound.upgrade())
+            .map(|n| NodeInfo { last_seen: now.clone(), ..n.info() })
+            .collect())
     }
 
     async fn services(&self) -> Result<Vec<ServiceInfo>, DriverError> {
         let members = self.hub.members.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut by_name: BTreeMap<(String, Kind), Vec<String>> = BTreeMap::new();
         for m in &members {
-            let node = m.inbound.info().node;
+            let Some(node) = m.inbound.upgrade().map(|n| n.info().node) else { continue };
             for name in m.services.read().unwrap_or_else(|e| e.into_inner()).keys() {
                 by_name.entry((name.clone(), Kind::Service)).or_default().push(node.clone());
             }

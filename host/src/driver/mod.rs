@@ -36,6 +36,8 @@ pub trait Inbound: Send + Sync {
 #[async_trait::async_trait]
 pub trait Driver: Send + Sync {
     /// Opens a connection described by `config` for the node behind `inbound`.
+    /// The node owns its connections: a driver keeps only a `Weak` reference
+    /// to `inbound`, or the two would keep each other alive.
     async fn connect(&self, config: &ConnectionConfig, inbound: Arc<dyn Inbound>) -> Result<Arc<dyn Connection>, DriverError>;
 }
 

@@ -123,28 +123,72 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<Sandbox>,
     cache: Option<ArtifactCache>,
-    ticker: Arc<AtomicBool>,
+    _ticker: EpochTicker,
+}
+
+/// The wasmtime configuration of busbar's engine: component model, epoch
+/// interruption and the pooling allocator. Public so that benchmarks can
+/// compare against raw wasmtime on exactly the same settings.
+pub fn engine_config(options: &RuntimeOptions) -> anyhow::Result<wasmtime::Config> {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(options.max_instances)
+        .total_core_instances(options.max_instances * 8)
+        .total_memories(options.max_instances * 2)
+        .total_tables(options.max_instances * 8)
+        .total_stacks(options.max_instances)
+        .max_core_instances_per_component(32)
+        .max_memories_per_component(4)
+        .max_tables_per_component(32)
+        .max_memory_size(usize::try_from(options.max_memory)?)
+        // A fresh instance per call reuses pool slots; resetting a slot
+        // with memset instead of madvise avoids TLB shootdowns and page
+        // faults, which otherwise cost ~45 µs per call (see BENCHMARKS.md).
+        .linear_memory_keep_resident(2 << 20)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(wasmtime::Enabled::Auto);
+    let mut config = wasmtime::Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(config)
+}
+
+/// Advances an engine's epoch every [`EPOCH_TICK`] on a thread of its own,
+/// until dropped (or the engine is gone).
+pub struct EpochTicker {
+    running: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    /// Starts ticking `engine`.
+    pub fn start(engine: &Engine) -> std::io::Result<Self> {
+        let running = Arc::new(AtomicBool::new(true));
+        let ticking = running.clone();
+        let engine = engine.weak();
+        std::thread::Builder::new().name("busbar-epoch".into()).spawn(move || {
+            while ticking.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })?;
+        Ok(Self { running })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.running.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Runtime {
     /// Builds the engine and starts its epoch ticker.
     pub fn new(options: &RuntimeOptions) -> anyhow::Result<Self> {
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(options.max_instances)
-            .total_core_instances(options.max_instances * 8)
-            .total_memories(options.max_instances * 2)
-            .total_tables(options.max_instances * 8)
-            .total_stacks(options.max_instances)
-            .max_core_instances_per_component(32)
-            .max_memories_per_component(4)
-            .max_tables_per_component(32)
-            .max_memory_size(usize::try_from(options.max_memory)?);
-        let mut config = wasmtime::Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&engine_config(options)?)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Handler::add_to_linker::<_, wasmtime::component::HasSelf<Sandbox>>(&mut linker, |s| s)?;
@@ -158,19 +202,8 @@ impl Runtime {
             },
             None => None,
         };
-        let ticker = Arc::new(AtomicBool::new(true));
-        let running = ticker.clone();
-        let ticking = engine.weak();
-        std::thread::Builder::new().name("busbar-epoch".into()).spawn(move || {
-            while running.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                match ticking.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
-                }
-            }
-        })?;
-        Ok(Self { engine, linker, cache, ticker })
+        let ticker = EpochTicker::start(&engine)?;
+        Ok(Self { engine, linker, cache, _ticker: ticker })
     }
 
     /// Validates, compiles (or loads from the cache) and pre-instantiates a
@@ -273,12 +306,6 @@ impl Runtime {
             Ok(Err(trap)) => Err(classify(&handler, &trap, store.data().limiter.exceeded.map(|d| store.data().limiter.describe(d)), budget)),
             Err(_elapsed) => Err(timed_out(&handler, budget)),
         }
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.ticker.store(false, Ordering::Relaxed);
     }
 }
 

@@ -130,3 +130,21 @@ async fn nodes_services_and_stats_list_the_bus() {
     let left: Vec<_> = a.nodes().await.expect("nodes").into_iter().map(|n| n.node).collect();
     assert_eq!(left, ["a"], "a stopped node leaves the listing at once");
 }
+
+#[tokio::test]
+async fn outgoing_operations_follow_the_connection_weights() {
+    let hub = DefaultDriver::new();
+    let folder = Folder::with(&["echo", "audit"]);
+    let (node, _) = start_on(&hub, &folder, "[bus.east]\nweight = 3\n[bus.west]\nweight = 1\n").await;
+    for _ in 0..40 {
+        node.call("echo", b"x".to_vec(), SECOND).await.expect("echo answers");
+    }
+    let sent: Vec<_> = node.connections().into_iter().map(|c| (c.name, c.sent)).collect();
+    assert_eq!(sent, [("east".to_string(), 30), ("west".to_string(), 10)]);
+
+    // Two connections to one hub still make one node: an event reaches it once.
+    node.broadcast("audit", b"once".to_vec()).await.expect("accepted");
+    node.stop().await;
+    let audit = node.local_stats().into_iter().find(|s| s.name == "audit").expect("audit counted");
+    assert_eq!(audit.requests, 1);
+}

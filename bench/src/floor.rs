@@ -1,0 +1,110 @@
+//! The floor: the least a host built on wasmtime must do to call a handler
+//! with a fresh instance per call. Same WIT, same engine configuration as
+//! busbar's `Runtime::new` (pooling allocator with the same pool settings,
+//! epoch interruption, async), WASI p2 plus a stub `bus` import, the
+//! component pre-instantiated once; per call: a fresh `Store` holding a
+//! default `WasiCtx` and an empty `ResourceTable`, an epoch deadline,
+//! `instantiate_async`, `GuestIndices::load`, `call_handle`. Nothing else:
+//! no memory limiter, no deadline callback, no timer, no routing, no stats.
+
+use busbar::runtime::{EPOCH_TICK, RuntimeOptions};
+use std::path::Path;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+#[allow(missing_docs)]
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "handler",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}
+
+use bindings::busbar::handler::{bus, types};
+use bindings::exports::busbar::handler::service;
+
+/// What one call's store holds.
+struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for State {}
+
+fn refused() -> wasmtime::Result<Result<(), types::BusError>> {
+    Ok(Err(types::BusError { class: types::ErrorClass::Denied, message: "the floor harness has no bus".into() }))
+}
+
+impl bus::Host for State {
+    async fn call(&mut self, _: String, _: Vec<u8>, _: Option<u64>) -> wasmtime::Result<Result<Vec<u8>, types::BusError>> {
+        refused().map(|r| r.map(|()| Vec::new()))
+    }
+    async fn dispatch(&mut self, _: String, _: Vec<u8>) -> wasmtime::Result<Result<(), types::BusError>> {
+        refused()
+    }
+    async fn broadcast(&mut self, _: String, _: Vec<u8>) -> wasmtime::Result<Result<(), types::BusError>> {
+        refused()
+    }
+    async fn rolecast(&mut self, _: String, _: Vec<u8>) -> wasmtime::Result<Result<(), types::BusError>> {
+        refused()
+    }
+}
+
+/// A pre-instantiated service component on its own engine.
+pub struct Floor {
+    engine: Engine,
+    pre: InstancePre<State>,
+    indices: service::GuestIndices,
+    deadline_ticks: u64,
+    _ticker: busbar::runtime::EpochTicker,
+}
+
+impl Floor {
+    /// Builds the engine exactly as `busbar::runtime::Runtime::new` does for
+    /// `options`, starts the same epoch ticker, and pre-instantiates `wasm`.
+    /// Each call gets an epoch deadline of `timeout` (in ticks).
+    pub fn new(options: &RuntimeOptions, wasm: &Path, timeout: Duration) -> anyhow::Result<Self> {
+        let config = busbar::runtime::engine_config(options)?;
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::Handler::add_to_linker::<_, HasSelf<State>>(&mut linker, |s| s)?;
+        let component = Component::from_file(&engine, wasm)?;
+        let pre = linker.instantiate_pre(&component)?;
+        let indices = service::GuestIndices::new(&pre)?;
+        let ticker = busbar::runtime::EpochTicker::start(&engine)?;
+        let deadline_ticks = u64::try_from(timeout.as_nanos() / EPOCH_TICK.as_nanos().max(1))?.max(1);
+        Ok(Self { engine, pre, indices, deadline_ticks, _ticker: ticker })
+    }
+
+    /// One call of the service export in a fresh store and instance.
+    pub async fn call(&self, name: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let mut store = Store::new(&self.engine, State { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+        store.set_epoch_deadline(self.deadline_ticks);
+        let ctx = types::Context {
+            name: name.to_string(),
+            delivery: types::Delivery::Call,
+            attempt: 1,
+            final_: true,
+            time_left_ms: self.deadline_ticks * EPOCH_TICK.as_millis() as u64,
+            headers: Vec::new(),
+        };
+        let instance = self.pre.instantiate_async(&mut store).await?;
+        let guest = self.indices.load(&mut store, &instance)?;
+        match guest.call_handle(&mut store, &ctx, payload).await? {
+            Ok(reply) => Ok(reply),
+            Err(failure) => anyhow::bail!("the handler failed: {failure:?}"),
+        }
+    }
+}
+

@@ -1,0 +1,243 @@
+//! `busbar-bench`: busbar's benchmarks, all in one run, printed as Markdown
+//! (the tables of `BENCHMARKS.md`).
+//!
+//! ```text
+//! cargo run --release -p busbar-bench -- [--quick] [--only call|startup|memory]
+//! ```
+//!
+//! `--quick` uses small counts (a CI smoke run, well under a minute).
+//! For profilers: `--profile busbar|floor|native [CALLS] [--small-pool]`
+//! runs one contender of benchmark 1 alone (`--small-pool` shrinks both
+//! engines' pools so that valgrind can map them).
+//! Progress goes to stderr, the results to stdout.
+//!
+//! Each benchmark is a module with the same shape: build what it needs, run,
+//! return numbers; `main` prints one section per benchmark with its targets.
+
+mod call;
+mod floor;
+mod memory;
+mod startup;
+mod stats;
+
+use stats::{micros, millis, thousands};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Run sizes.
+struct Sizes {
+    quick: bool,
+    /// Benchmark 1 plans, one per concurrency.
+    call: Vec<call::Plan>,
+    /// Benchmarks 2 and 3: handlers in the folder.
+    handlers: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        let plan = |concurrency, calls, warmup, rounds| call::Plan { concurrency, calls, warmup, rounds };
+        if quick {
+            Self { quick, call: vec![plan(2, 3_000, 300, 3), plan(16, 3_000, 300, 3)], handlers: 100 }
+        } else {
+            Self { quick, call: vec![plan(2, 200_000, 5_000, 5), plan(16, 200_000, 5_000, 5)], handlers: 100 }
+        }
+    }
+}
+
+/// A target line: what, the measured value, whether it is met.
+struct Target {
+    what: String,
+    value: String,
+    met: bool,
+}
+
+fn targets_table(out: &mut String, targets: &[Target]) {
+    let _ = writeln!(out, "| target | measured | met |\n|---|---|---|");
+    for t in targets {
+        let _ = writeln!(out, "| {} | {} | {} |", t.what, t.value, if t.met { "yes" } else { "**no**" });
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|m| m.trim().to_string())))
+        .and_then(|m| m.trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or_else(|| "? GiB".into(), |kib| format!("{:.1} GiB", kib as f64 / (1u64 << 20) as f64));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{cores} cores ({cpu}), {mem} RAM, Linux {kernel}")
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut quick = false;
+    let mut only: Option<String> = None;
+    let mut profile: Option<(String, usize)> = None;
+    let mut small_pool = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--only" => only = args.next(),
+            "--small-pool" => small_pool = true,
+            // For profilers: only `CONTENDER` (busbar, floor or native), CALLS calls at C = 2.
+            "--profile" => {
+                let who = args.next().unwrap_or_default();
+                let calls = args.next().and_then(|n| n.parse().ok()).unwrap_or(20_000);
+                profile = Some((who, calls));
+            }
+            "-h" | "--help" => {
+                println!("usage: busbar-bench [--quick] [--only call|startup|memory]");
+                return Ok(());
+            }
+            other => anyhow::bail!("unknown argument `{other}`; usage: busbar-bench [--quick] [--only call|startup|memory]"),
+        }
+    }
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let sizes = Sizes::new(quick);
+    // The callers' runtime: exactly 2 worker threads, whatever the machine.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+
+    if let Some((who, calls)) = profile {
+        return rt.block_on(call::profile(&who, calls, small_pool));
+    }
+
+    let mut out = String::new();
+    let _ = writeln!(out, "## Results ({} run)\n", if sizes.quick { "quick" } else { "full" });
+    if cfg!(debug_assertions) {
+        let _ = writeln!(out, "**Debug build: these numbers mean nothing; use `cargo run --release -p busbar-bench`.**\n");
+    }
+    let _ = writeln!(out, "Machine: {}.\n", machine());
+
+    if run("call") {
+        eprintln!("bench: 1. in-process call");
+        rt.block_on(bench_call(&sizes, &mut out))?;
+    }
+    let handlers = sizes.handlers;
+    let folder = startup::distinct_folder(handlers)?;
+    let cache = tempfile::tempdir()?;
+    if run("startup") {
+        eprintln!("bench: 2. start-up with {handlers} handlers");
+        rt.block_on(bench_startup(handlers, folder.path(), cache.path(), &mut out))?;
+    }
+    if run("memory") {
+        eprintln!("bench: 3. idle RSS with {handlers} handlers");
+        bench_memory(handlers, folder.path(), cache.path(), &mut out)?;
+    }
+    print!("{out}");
+    Ok(())
+}
+
+async fn bench_call(sizes: &Sizes, out: &mut String) -> anyhow::Result<()> {
+    let (contenders, _folder) = call::contenders(&busbar::runtime::RuntimeOptions::default()).await?;
+    let _ = writeln!(out, "### 1. In-process `call` of `echo`, {} B payload, fresh instance per call\n", call::PAYLOAD);
+    let first = &sizes.call[0];
+    let _ = writeln!(
+        out,
+        "Callers: tokio multi-thread runtime, 2 workers, C tasks; {} measured calls per contender and C after {} warm-up calls, in {} interleaved rounds.\n",
+        thousands(first.calls as f64),
+        thousands(first.warmup as f64),
+        first.rounds
+    );
+    let _ = writeln!(out, "| contender | C | p50 (µs) | p99 (µs) | calls/s |\n|---|---:|---:|---:|---:|");
+    let mut targets = Vec::new();
+    let mut ratios = String::new();
+    for plan in &sizes.call {
+        eprintln!("bench:    C = {}", plan.concurrency);
+        let summaries = call::measure(&contenders, *plan).await;
+        for (c, s) in contenders.iter().zip(&summaries) {
+            let _ = writeln!(out, "| {} | {} | {} | {} | {} |", c.label(), plan.concurrency, micros(s.p50), micros(s.p99), thousands(s.per_sec));
+        }
+        let (busbar, floor) = (summaries[0], summaries[1]);
+        let p50_ratio = busbar.p50.as_secs_f64() / floor.p50.as_secs_f64();
+        let p99_ratio = busbar.p99.as_secs_f64() / floor.p99.as_secs_f64();
+        let tput_ratio = floor.per_sec / busbar.per_sec;
+        let _ = writeln!(
+            ratios,
+            "| C = {} | {p50_ratio:.2}x | {p99_ratio:.2}x | {tput_ratio:.2}x | {:+.1} µs |",
+            plan.concurrency,
+            match (busbar.p50.as_secs_f64() - floor.p50.as_secs_f64()) * 1e6 {
+                d if d.abs() < 0.05 => 0.0,
+                d => d,
+            }
+        );
+        let c = plan.concurrency;
+        targets.push(Target { what: format!("busbar p50 ≤ 1.3x floor (C = {c})"), value: format!("{p50_ratio:.2}x"), met: p50_ratio <= 1.3 });
+        targets.push(Target { what: format!("busbar calls/s ≥ floor / 1.3 (C = {c})"), value: format!("floor/busbar = {tput_ratio:.2}x"), met: tput_ratio <= 1.3 });
+        targets.push(Target { what: format!("busbar p50 < 10 µs (C = {c})"), value: format!("{} µs", micros(busbar.p50)), met: busbar.p50 < Duration::from_micros(10) });
+    }
+    let _ = writeln!(out, "\nbusbar relative to the floor:\n");
+    let _ = writeln!(out, "| load | p50 busbar/floor | p99 busbar/floor | calls/s floor/busbar | p50 overhead |\n|---|---:|---:|---:|---:|");
+    out.push_str(&ratios);
+    out.push('\n');
+    targets_table(out, &targets);
+    out.push('\n');
+    call::stop(contenders).await;
+    Ok(())
+}
+
+async fn bench_startup(n: usize, folder: &std::path::Path, cache: &std::path::Path, out: &mut String) -> anyhow::Result<()> {
+    let cold = startup::start_once(folder, cache, n).await?;
+    anyhow::ensure!(cold.report.cached == 0, "the cold start found {} cached artifacts", cold.report.cached);
+    let warm = startup::start_once(folder, cache, n).await?;
+    let ratio = cold.elapsed.as_secs_f64() / warm.elapsed.as_secs_f64();
+    let _ = writeln!(out, "### 2. Node start-up with {n} handlers\n");
+    let _ = writeln!(out, "From `NodeBuilder::start()` (fresh `Runtime`, so a fresh engine) to the first reply of `h000-echo`; all {n} handlers loaded.\n");
+    let _ = writeln!(out, "| start | artifacts from cache | time to serving (ms) |\n|---|---:|---:|");
+    let _ = writeln!(out, "| cold (empty cache) | {} / {n} | {} |", cold.report.cached, millis(cold.elapsed));
+    let _ = writeln!(out, "| warm (same cache dir) | {} / {n} | {} |", warm.report.cached, millis(warm.elapsed));
+    let _ = writeln!(out, "| **cold / warm** | | **{ratio:.1}x** |\n");
+    targets_table(
+        out,
+        &[
+            Target { what: "warm start < 1 s".into(), value: format!("{} ms", millis(warm.elapsed)), met: warm.elapsed < Duration::from_secs(1) },
+            Target { what: "warm ≥ 10x faster than cold".into(), value: format!("{ratio:.1}x"), met: ratio >= 10.0 },
+        ],
+    );
+    out.push('\n');
+    Ok(())
+}
+
+fn bench_memory(n: usize, folder: &std::path::Path, cache: &std::path::Path, out: &mut String) -> anyhow::Result<()> {
+    let (bin, label) = memory::binary()?;
+    let empty = tempfile::tempdir()?;
+    let config_dir = tempfile::tempdir()?;
+    let config = memory::config(config_dir.path(), cache)?;
+    // An unmeasured first start fills the cache for the binary's engine if
+    // benchmark 2 did not (or ran with another engine configuration).
+    memory::idle_rss(&bin, &config, folder)?;
+    let baseline = memory::idle_rss(&bin, &config, empty.path())?;
+    let loaded = memory::idle_rss(&bin, &config, folder)?;
+    anyhow::ensure!(loaded.field("handlers") == Some(&n.to_string()), "the node did not load {n} handlers: {}", loaded.serving);
+    anyhow::ensure!(loaded.field("cached") == Some(&n.to_string()), "the cache was not warm: {}", loaded.serving);
+    let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
+    let _ = writeln!(out, "### 3. Resident memory of an idle node\n");
+    let _ = writeln!(
+        out,
+        "`busbar run --handlers DIR` ({}), `VmRSS` from `/proc/PID/status` {} s after it logged `serving`.\n",
+        label,
+        memory::SETTLE.as_secs()
+    );
+    let _ = writeln!(out, "| handlers folder | artifacts from cache | start-up (node's log) | VmRSS (MiB) |\n|---|---:|---:|---:|");
+    let row = |label: &str, idle: &memory::Idle| {
+        format!(
+            "| {label} | {} | {} | {} |",
+            idle.field("cached").unwrap_or("?"),
+            idle.field("elapsed").unwrap_or("?"),
+            mib(idle.rss_kib)
+        )
+    };
+    let _ = writeln!(out, "{}", row("empty (baseline)", &baseline));
+    let _ = writeln!(out, "{}", row(&format!("{n} handlers, warm cache"), &loaded));
+    let per = (loaded.rss_kib.saturating_sub(baseline.rss_kib)) as f64 / n as f64;
+    let _ = writeln!(
+        out,
+        "| **{n} handlers − baseline** | | | **{}** ({per:.0} KiB per handler) |\n",
+        mib(loaded.rss_kib.saturating_sub(baseline.rss_kib))
+    );
+    Ok(())
+}
