@@ -249,9 +249,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         }
         Command::Check { file, json } => check(file, *json),
         Command::Nodes { json } => {
-            let node = start(&cli).await?;
-            let nodes = node.nodes().await.map_err(host)?;
-            node.stop().await;
+            let nodes = on_the_bus(&cli, async |node| node.nodes().await).await?;
             if *json {
                 return print_json(&nodes);
             }
@@ -263,9 +261,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Services { json } => {
-            let node = start(&cli).await?;
-            let services = node.services().await.map_err(host)?;
-            node.stop().await;
+            let services = on_the_bus(&cli, async |node| node.services().await).await?;
             if *json {
                 return print_json(&services);
             }
@@ -280,9 +276,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Stats { json } => {
-            let node = start(&cli).await?;
-            let stats = node.stats().await.map_err(host)?;
-            node.stop().await;
+            let stats = on_the_bus(&cli, async |node| node.stats().await).await?;
             if *json {
                 return print_json(&stats);
             }
@@ -293,6 +287,14 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
     }
+}
+
+/// Starts a node, asks the bus one question, stops the node.
+async fn on_the_bus<T>(cli: &Cli, ask: impl AsyncFnOnce(&Node) -> Result<T, crate::driver::DriverError>) -> Result<T, Exit> {
+    let node = start(cli).await?;
+    let answer = ask(&node).await;
+    node.stop().await;
+    answer.map_err(host)
 }
 
 fn check(file: &Path, json: bool) -> Result<(), Exit> {

@@ -7,15 +7,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// `busbar --handlers FOLDER ARGS…` with a shared artifact cache and quiet logs.
+fn command(folder: &Folder, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_busbar"));
+    command.arg("--handlers").arg(folder.path()).args(args).env("XDG_CACHE_HOME", cache_home()).env_remove("RUST_LOG");
+    command
+}
+
 fn busbar(folder: &Folder, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_busbar"))
-        .arg("--handlers")
-        .arg(folder.path())
-        .args(args)
-        .env("XDG_CACHE_HOME", cache_home())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("busbar runs")
+    command(folder, args).output().expect("busbar runs")
 }
 
 fn cache_home() -> std::path::PathBuf {
@@ -36,11 +36,7 @@ fn call_prints_the_raw_reply() {
 #[test]
 fn call_reads_the_payload_from_stdin() {
     let folder = Folder::with(&["echo"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_busbar"))
-        .arg("--handlers")
-        .arg(folder.path())
-        .args(["call", "echo", "-"])
-        .env("XDG_CACHE_HOME", cache_home())
+    let mut child = command(&folder, &["call", "echo", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -89,11 +85,7 @@ fn dispatch_waits_for_the_outcome_with_retries() {
 fn broadcast_and_rolecast_deliver_before_exiting() {
     let folder = Folder::with(&["audit"]);
     for mode in ["broadcast", "rolecast"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_busbar"))
-            .arg("--handlers")
-            .arg(folder.path())
-            .args([mode, "audit", "hello"])
-            .env("XDG_CACHE_HOME", cache_home())
+        let out = command(&folder, &[mode, "audit", "hello"])
             .env("RUST_LOG", "busbar::guest=info")
             .output()
             .expect("busbar runs");
@@ -144,11 +136,7 @@ fn a_bad_config_names_the_key_and_the_file() {
 #[test]
 fn run_serves_until_sigterm_then_stops_cleanly() {
     let folder = Folder::with(&["echo"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_busbar"))
-        .arg("--handlers")
-        .arg(folder.path())
-        .arg("run")
-        .env("XDG_CACHE_HOME", cache_home())
+    let mut child = command(&folder, &["run"])
         .env("RUST_LOG", "busbar=info")
         .stderr(Stdio::piped())
         .spawn()
