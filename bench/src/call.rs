@@ -84,14 +84,12 @@ pub async fn contenders(options: &RuntimeOptions) -> anyhow::Result<(Vec<Arc<Con
     config.node.handlers = folder.path().to_path_buf();
     config.node.cache = None;
     let runtime = Arc::new(Runtime::new(options)?);
-    let (node, report) = NodeBuilder::new(config)
-        .runtime(runtime)
-        .driver("default", Arc::new(DefaultDriver::new()))
-        .start()
-        .await?;
+    let (node, report) =
+        NodeBuilder::new(config).runtime(runtime).driver("default", Arc::new(DefaultDriver::new())).start().await?;
     anyhow::ensure!(report.loaded.len() == 1, "echo did not load: {:?}", report.skipped);
     let floor = Floor::new(options, &guest("echo"), TIMEOUT)?;
-    let contenders = vec![Arc::new(Contender::Busbar(node)), Arc::new(Contender::Floor(floor)), Arc::new(Contender::Native)];
+    let contenders =
+        vec![Arc::new(Contender::Busbar(node)), Arc::new(Contender::Floor(floor)), Arc::new(Contender::Native)];
     let payload: Vec<u8> = (0..PAYLOAD).map(|i| i as u8).collect();
     for c in &contenders {
         anyhow::ensure!(c.call(payload.clone()).await == payload, "{} does not echo", c.label());
@@ -168,7 +166,10 @@ pub async fn profile(who: &str, calls: usize, small_pool: bool) -> anyhow::Resul
         options.max_memory = 64 << 20;
     }
     let (contenders, _folder) = contenders(&options).await?;
-    let i = ["busbar", "floor", "native"].iter().position(|n| *n == who).ok_or_else(|| anyhow::anyhow!("--profile busbar|floor|native [CALLS]"))?;
+    let i = ["busbar", "floor", "native"]
+        .iter()
+        .position(|n| *n == who)
+        .ok_or_else(|| anyhow::anyhow!("--profile busbar|floor|native [CALLS]"))?;
     let (latencies, wall) = batch(&contenders[i], 2, calls).await;
     let s = Summary::of(latencies, wall);
     println!("{}: {calls} calls, p50 {:?}, p99 {:?}, {:.0} calls/s", contenders[i].label(), s.p50, s.p99, s.per_sec);

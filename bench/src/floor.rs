@@ -46,7 +46,12 @@ fn refused() -> wasmtime::Result<Result<(), types::BusError>> {
 }
 
 impl bus::Host for State {
-    async fn call(&mut self, _: String, _: Vec<u8>, _: Option<u64>) -> wasmtime::Result<Result<Vec<u8>, types::BusError>> {
+    async fn call(
+        &mut self,
+        _: String,
+        _: Vec<u8>,
+        _: Option<u64>,
+    ) -> wasmtime::Result<Result<Vec<u8>, types::BusError>> {
         refused().map(|r| r.map(|()| Vec::new()))
     }
     async fn dispatch(&mut self, _: String, _: Vec<u8>) -> wasmtime::Result<Result<(), types::BusError>> {
@@ -89,7 +94,8 @@ impl Floor {
 
     /// One call of the service export in a fresh store and instance.
     pub async fn call(&self, name: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let mut store = Store::new(&self.engine, State { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+        let mut store =
+            Store::new(&self.engine, State { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
         store.set_epoch_deadline(self.deadline_ticks);
         let ctx = types::Context {
             name: name.to_string(),
@@ -107,4 +113,3 @@ impl Floor {
         }
     }
 }
-

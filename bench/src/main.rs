@@ -61,14 +61,18 @@ fn targets_table(out: &mut String, targets: &[Target]) {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|m| m.trim().to_string())))
         .and_then(|m| m.trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or_else(|| "? GiB".into(), |kib| format!("{:.1} GiB", kib as f64 / (1u64 << 20) as f64));
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    let kernel =
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!("{cores} cores ({cpu}), {mem} RAM, Linux {kernel}")
 }
@@ -94,7 +98,9 @@ fn main() -> anyhow::Result<()> {
                 println!("usage: busbar-bench [--quick] [--only call|startup|memory]");
                 return Ok(());
             }
-            other => anyhow::bail!("unknown argument `{other}`; usage: busbar-bench [--quick] [--only call|startup|memory]"),
+            other => {
+                anyhow::bail!("unknown argument `{other}`; usage: busbar-bench [--quick] [--only call|startup|memory]")
+            }
         }
     }
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
@@ -109,7 +115,8 @@ fn main() -> anyhow::Result<()> {
     let mut out = String::new();
     let _ = writeln!(out, "## Results ({} run)\n", if sizes.quick { "quick" } else { "full" });
     if cfg!(debug_assertions) {
-        let _ = writeln!(out, "**Debug build: these numbers mean nothing; use `cargo run --release -p busbar-bench`.**\n");
+        let _ =
+            writeln!(out, "**Debug build: these numbers mean nothing; use `cargo run --release -p busbar-bench`.**\n");
     }
     let _ = writeln!(out, "Machine: {}.\n", machine());
 
@@ -150,7 +157,15 @@ async fn bench_call(sizes: &Sizes, out: &mut String) -> anyhow::Result<()> {
         eprintln!("bench:    C = {}", plan.concurrency);
         let summaries = call::measure(&contenders, *plan).await;
         for (c, s) in contenders.iter().zip(&summaries) {
-            let _ = writeln!(out, "| {} | {} | {} | {} | {} |", c.label(), plan.concurrency, micros(s.p50), micros(s.p99), thousands(s.per_sec));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                c.label(),
+                plan.concurrency,
+                micros(s.p50),
+                micros(s.p99),
+                thousands(s.per_sec)
+            );
         }
         let (busbar, floor) = (summaries[0], summaries[1]);
         let p50_ratio = busbar.p50.as_secs_f64() / floor.p50.as_secs_f64();
@@ -166,12 +181,27 @@ async fn bench_call(sizes: &Sizes, out: &mut String) -> anyhow::Result<()> {
             }
         );
         let c = plan.concurrency;
-        targets.push(Target { what: format!("busbar p50 ≤ 1.3x floor (C = {c})"), value: format!("{p50_ratio:.2}x"), met: p50_ratio <= 1.3 });
-        targets.push(Target { what: format!("busbar calls/s ≥ floor / 1.3 (C = {c})"), value: format!("floor/busbar = {tput_ratio:.2}x"), met: tput_ratio <= 1.3 });
-        targets.push(Target { what: format!("busbar p50 < 10 µs (C = {c})"), value: format!("{} µs", micros(busbar.p50)), met: busbar.p50 < Duration::from_micros(10) });
+        targets.push(Target {
+            what: format!("busbar p50 ≤ 1.3x floor (C = {c})"),
+            value: format!("{p50_ratio:.2}x"),
+            met: p50_ratio <= 1.3,
+        });
+        targets.push(Target {
+            what: format!("busbar calls/s ≥ floor / 1.3 (C = {c})"),
+            value: format!("floor/busbar = {tput_ratio:.2}x"),
+            met: tput_ratio <= 1.3,
+        });
+        targets.push(Target {
+            what: format!("busbar p50 < 10 µs (C = {c})"),
+            value: format!("{} µs", micros(busbar.p50)),
+            met: busbar.p50 < Duration::from_micros(10),
+        });
     }
     let _ = writeln!(out, "\nbusbar relative to the floor:\n");
-    let _ = writeln!(out, "| load | p50 busbar/floor | p99 busbar/floor | calls/s floor/busbar | p50 overhead |\n|---|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| load | p50 busbar/floor | p99 busbar/floor | calls/s floor/busbar | p50 overhead |\n|---|---:|---:|---:|---:|"
+    );
     out.push_str(&ratios);
     out.push('\n');
     targets_table(out, &targets);
@@ -180,13 +210,21 @@ async fn bench_call(sizes: &Sizes, out: &mut String) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench_startup(n: usize, folder: &std::path::Path, cache: &std::path::Path, out: &mut String) -> anyhow::Result<()> {
+async fn bench_startup(
+    n: usize,
+    folder: &std::path::Path,
+    cache: &std::path::Path,
+    out: &mut String,
+) -> anyhow::Result<()> {
     let cold = startup::start_once(folder, cache, n).await?;
     anyhow::ensure!(cold.report.cached == 0, "the cold start found {} cached artifacts", cold.report.cached);
     let warm = startup::start_once(folder, cache, n).await?;
     let ratio = cold.elapsed.as_secs_f64() / warm.elapsed.as_secs_f64();
     let _ = writeln!(out, "### 2. Node start-up with {n} handlers\n");
-    let _ = writeln!(out, "From `NodeBuilder::start()` (fresh `Runtime`, so a fresh engine) to the first reply of `h000-echo`; all {n} handlers loaded.\n");
+    let _ = writeln!(
+        out,
+        "From `NodeBuilder::start()` (fresh `Runtime`, so a fresh engine) to the first reply of `h000-echo`; all {n} handlers loaded.\n"
+    );
     let _ = writeln!(out, "| start | artifacts from cache | time to serving (ms) |\n|---|---:|---:|");
     let _ = writeln!(out, "| cold (empty cache) | {} / {n} | {} |", cold.report.cached, millis(cold.elapsed));
     let _ = writeln!(out, "| warm (same cache dir) | {} / {n} | {} |", warm.report.cached, millis(warm.elapsed));
@@ -194,7 +232,11 @@ async fn bench_startup(n: usize, folder: &std::path::Path, cache: &std::path::Pa
     targets_table(
         out,
         &[
-            Target { what: "warm start < 1 s".into(), value: format!("{} ms", millis(warm.elapsed)), met: warm.elapsed < Duration::from_secs(1) },
+            Target {
+                what: "warm start < 1 s".into(),
+                value: format!("{} ms", millis(warm.elapsed)),
+                met: warm.elapsed < Duration::from_secs(1),
+            },
             Target { what: "warm ≥ 10x faster than cold".into(), value: format!("{ratio:.1}x"), met: ratio >= 10.0 },
         ],
     );
@@ -212,7 +254,11 @@ fn bench_memory(n: usize, folder: &std::path::Path, cache: &std::path::Path, out
     memory::idle_rss(&bin, &config, folder)?;
     let baseline = memory::idle_rss(&bin, &config, empty.path())?;
     let loaded = memory::idle_rss(&bin, &config, folder)?;
-    anyhow::ensure!(loaded.field("handlers") == Some(&n.to_string()), "the node did not load {n} handlers: {}", loaded.serving);
+    anyhow::ensure!(
+        loaded.field("handlers") == Some(&n.to_string()),
+        "the node did not load {n} handlers: {}",
+        loaded.serving
+    );
     anyhow::ensure!(loaded.field("cached") == Some(&n.to_string()), "the cache was not warm: {}", loaded.serving);
     let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
     let _ = writeln!(out, "### 3. Resident memory of an idle node\n");
@@ -222,7 +268,10 @@ fn bench_memory(n: usize, folder: &std::path::Path, cache: &std::path::Path, out
         label,
         memory::SETTLE.as_secs()
     );
-    let _ = writeln!(out, "| handlers folder | artifacts from cache | start-up (node's log) | VmRSS (MiB) |\n|---|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| handlers folder | artifacts from cache | start-up (node's log) | VmRSS (MiB) |\n|---|---:|---:|---:|"
+    );
     let row = |label: &str, idle: &memory::Idle| {
         format!(
             "| {label} | {} | {} | {} |",

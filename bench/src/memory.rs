@@ -42,8 +42,11 @@ pub fn binary() -> anyhow::Result<(PathBuf, String)> {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let (profile, args): (&str, &[&str]) =
-        if cfg!(debug_assertions) { ("debug", &["build", "-p", "busbar"]) } else { ("release", &["build", "--release", "-p", "busbar"]) };
+    let (profile, args): (&str, &[&str]) = if cfg!(debug_assertions) {
+        ("debug", &["build", "-p", "busbar"])
+    } else {
+        ("release", &["build", "--release", "-p", "busbar"])
+    };
     let command = format!("cargo {}", args.join(" "));
     eprintln!("bench: {command} (for the memory benchmark; set BUSBAR_BIN to skip)");
     let status = Command::new(cargo).args(args).current_dir(&root).status()?;
@@ -89,7 +92,12 @@ pub fn idle_rss(bin: &Path, config: &Path, handlers: &Path) -> anyhow::Result<Id
         match rx.recv_timeout(left) {
             Ok(line) if line.contains("serving") && !line.contains("not serving") => break Ok(line),
             Ok(_) => continue,
-            Err(e) => break Err(anyhow::anyhow!("`busbar run` did not log `serving` ({e}); exit status: {:?}", child.try_wait())),
+            Err(e) => {
+                break Err(anyhow::anyhow!(
+                    "`busbar run` did not log `serving` ({e}); exit status: {:?}",
+                    child.try_wait()
+                ));
+            }
         }
     };
     let measured = result.and_then(|serving| {

@@ -82,7 +82,16 @@ pub async fn start_once(folder: &Path, cache: &Path, n: usize) -> anyhow::Result
     let reply = node.call(&handler_name(0), b"ping".to_vec(), Duration::from_secs(5)).await;
     let elapsed = started.elapsed();
     node.stop().await;
-    anyhow::ensure!(reply.as_deref().ok() == Some(b"ping".as_slice()), "the node does not serve {}: {reply:?}", handler_name(0));
-    anyhow::ensure!(report.loaded.len() == n, "{} of {n} handlers loaded; skipped: {:?}", report.loaded.len(), report.skipped);
+    anyhow::ensure!(
+        reply.as_deref().ok() == Some(b"ping".as_slice()),
+        "the node does not serve {}: {reply:?}",
+        handler_name(0)
+    );
+    anyhow::ensure!(
+        report.loaded.len() == n,
+        "{} of {n} handlers loaded; skipped: {:?}",
+        report.loaded.len(),
+        report.skipped
+    );
     Ok(Start { elapsed, report })
 }

@@ -177,10 +177,7 @@ impl Context {
     /// The value of the first header named `name` (compared ASCII
     /// case-insensitively), if any.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Time left before the host interrupts this invocation, as of the start
@@ -305,11 +302,7 @@ pub mod bus {
     ///
     /// `timeout` is capped by the time the calling invocation has left;
     /// `None` means "all of it". Sub-millisecond parts are rounded up.
-    pub fn call(
-        name: &str,
-        payload: &[u8],
-        timeout: Option<Duration>,
-    ) -> Result<Vec<u8>, BusError> {
+    pub fn call(name: &str, payload: &[u8], timeout: Option<Duration>) -> Result<Vec<u8>, BusError> {
         raw_bus::call(name, payload, timeout.map(duration_to_ms))
     }
 
@@ -340,10 +333,7 @@ mod tests {
     use super::*;
 
     fn bus_error(class: ErrorClass, message: &str) -> BusError {
-        BusError {
-            class,
-            message: message.to_string(),
-        }
+        BusError { class, message: message.to_string() }
     }
 
     #[test]

@@ -131,7 +131,8 @@ pub async fn main(cli: Cli) -> ExitCode {
 /// one-shot commands so their stdout stays the reply alone.
 pub fn init_tracing(command: &Command) {
     let default = if matches!(command, Command::Run) { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
@@ -222,7 +223,10 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             }
             match outcome.result {
                 Ok(reply) => {
-                    eprintln!("dispatch {} to `{}` succeeded on attempt {}", outcome.id, outcome.name, outcome.attempts);
+                    eprintln!(
+                        "dispatch {} to `{}` succeeded on attempt {}",
+                        outcome.id, outcome.name, outcome.attempts
+                    );
                     std::io::stdout().write_all(&reply).map_err(host)?;
                     Ok(())
                 }
@@ -256,7 +260,15 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             println!("{:<24} {:<12} {:<10} {:<10} {:<22} NAMES", "NODE", "PROJECT", "GROUP", "PROFILE", "STARTED");
             for n in nodes {
                 let names: Vec<_> = n.services.iter().chain(&n.messages).cloned().collect();
-                println!("{:<24} {:<12} {:<10} {:<10} {:<22} {}", n.node, n.project, n.group, n.profile, n.started, names.join(","));
+                println!(
+                    "{:<24} {:<12} {:<10} {:<10} {:<22} {}",
+                    n.node,
+                    n.project,
+                    n.group,
+                    n.profile,
+                    n.started,
+                    names.join(",")
+                );
             }
             Ok(())
         }
@@ -290,7 +302,10 @@ async fn run(cli: Cli) -> Result<(), Exit> {
 }
 
 /// Starts a node, asks the bus one question, stops the node.
-async fn on_the_bus<T>(cli: &Cli, ask: impl AsyncFnOnce(&Node) -> Result<T, crate::driver::DriverError>) -> Result<T, Exit> {
+async fn on_the_bus<T>(
+    cli: &Cli,
+    ask: impl AsyncFnOnce(&Node) -> Result<T, crate::driver::DriverError>,
+) -> Result<T, Exit> {
     let node = start(cli).await?;
     let answer = ask(&node).await;
     node.stop().await;

@@ -71,7 +71,12 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { project: "busbar".into(), id: default_node_id(), handlers: "handlers".into(), cache: default_cache_dir() }
+        Self {
+            project: "busbar".into(),
+            id: default_node_id(),
+            handlers: "handlers".into(),
+            cache: default_cache_dir(),
+        }
     }
 }
 
@@ -151,7 +156,8 @@ struct RawConfig {
 
 impl Default for Config {
     fn default() -> Self {
-        let raw = RawConfig { node: NodeConfig::default(), handlers: HandlerDefaults::default(), bus: toml::Table::new() };
+        let raw =
+            RawConfig { node: NodeConfig::default(), handlers: HandlerDefaults::default(), bus: toml::Table::new() };
         Self::resolve(raw, Path::new("<defaults>"), Path::new("."))
             .unwrap_or_else(|_| unreachable!("the built-in defaults are valid"))
     }
@@ -237,7 +243,11 @@ fn connection(
     if !crate::driver::KNOWN.contains(&driver.as_str()) {
         return Err(ConfigError::new(
             file,
-            format!("[bus{}] driver `{driver}` is unknown; known drivers: {}", suffix(name), crate::driver::KNOWN.join(", ")),
+            format!(
+                "[bus{}] driver `{driver}` is unknown; known drivers: {}",
+                suffix(name),
+                crate::driver::KNOWN.join(", ")
+            ),
         ));
     }
     let prefix = pick(&own.prefix, &inherited.prefix);

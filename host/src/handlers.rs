@@ -63,7 +63,10 @@ pub fn policy(stem: &str, sidecar: &Path, defaults: &HandlerDefaults) -> Result<
     };
     let names = side.names.unwrap_or_else(|| vec![stem.to_string()]);
     if names.is_empty() {
-        return Err(ConfigError::new(sidecar, "`names` is empty; list at least one name, or remove the key to serve the file name"));
+        return Err(ConfigError::new(
+            sidecar,
+            "`names` is empty; list at least one name, or remove the key to serve the file name",
+        ));
     }
     for name in &names {
         crate::name::validate(name).map_err(|e| ConfigError::new(sidecar, format!("in `names`: {e}")))?;
@@ -99,7 +102,10 @@ pub fn scan(dir: &Path, defaults: &HandlerDefaults) -> std::io::Result<(Vec<Hand
                 Err(reason) => skipped.push(Skipped { path, reason }),
             },
             Some("toml") if !path.with_extension("wasm").exists() => skipped.push(Skipped {
-                reason: format!("sidecar without a handler: there is no `{}` beside it", path.with_extension("wasm").display()),
+                reason: format!(
+                    "sidecar without a handler: there is no `{}` beside it",
+                    path.with_extension("wasm").display()
+                ),
                 path,
             }),
             _ => {}
@@ -114,8 +120,9 @@ pub fn handler_file(wasm: &Path, defaults: &HandlerDefaults) -> Result<HandlerFi
     let sidecar = wasm.with_extension("toml");
     let policy = policy(&stem, &sidecar, defaults).map_err(|e| e.to_string())?;
     if !sidecar.exists() {
-        crate::name::validate(&stem)
-            .map_err(|e| format!("the file name does not make a valid bus name ({e}); rename it or list `names` in a sidecar"))?;
+        crate::name::validate(&stem).map_err(|e| {
+            format!("the file name does not make a valid bus name ({e}); rename it or list `names` in a sidecar")
+        })?;
     }
     Ok(HandlerFile { stem, wasm: wasm.to_path_buf(), policy })
 }

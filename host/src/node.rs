@@ -143,7 +143,11 @@ impl NodeBuilder {
             for (kind, name) in core.registry.names() {
                 let registered = match kind {
                     Kind::Service => {
-                        let retry = core.registry.lookup(kind, &name).map(|r| r.handler.policy.retry.clone()).unwrap_or_default();
+                        let retry = core
+                            .registry
+                            .lookup(kind, &name)
+                            .map(|r| r.handler.policy.retry.clone())
+                            .unwrap_or_default();
                         c.register_service(&name, &retry).await
                     }
                     Kind::Message => c.register_message(&name).await,
@@ -208,7 +212,9 @@ impl Core {
                 let route = Route { handler: loaded.clone(), counters: self.stats.counters(name) };
                 match self.registry.claim(*kind, name, route) {
                     Ok(()) => served.push(name.clone()),
-                    Err(holder) => tracing::warn!(handler = %loaded.stem, %name, "not serving `{name}`: handler `{holder}` already serves it"),
+                    Err(holder) => {
+                        tracing::warn!(handler = %loaded.stem, %name, "not serving `{name}`: handler `{holder}` already serves it")
+                    }
                 }
             }
         }
@@ -218,8 +224,12 @@ impl Core {
 
     /// The connection for the next outgoing operation, by weight.
     fn outgoing(&self) -> Result<&Arc<dyn Connection>, Failure> {
-        let out = self.outgoing.get().ok_or_else(|| Failure::new(FailureClass::NotFound, "the node is not connected to a bus yet"))?;
-        let i = out.picker.pick().ok_or_else(|| Failure::new(FailureClass::NotFound, "the node has no bus connection"))?;
+        let out = self
+            .outgoing
+            .get()
+            .ok_or_else(|| Failure::new(FailureClass::NotFound, "the node is not connected to a bus yet"))?;
+        let i =
+            out.picker.pick().ok_or_else(|| Failure::new(FailureClass::NotFound, "the node has no bus connection"))?;
         out.sent[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(&out.connections[i])
     }
@@ -256,7 +266,9 @@ impl Inbound for Core {
         route.counters.record(elapsed, result.is_err());
         match &result {
             Ok(_) => tracing::debug!(%name, %mode, attempt, version = %route.handler.compiled.version, ?elapsed, "ok"),
-            Err(f) => tracing::info!(%name, %mode, attempt, version = %route.handler.compiled.version, ?elapsed, class = %f.class, "failed: {}", f.message),
+            Err(f) => {
+                tracing::info!(%name, %mode, attempt, version = %route.handler.compiled.version, ?elapsed, class = %f.class, "failed: {}", f.message)
+            }
         }
         result
     }
@@ -284,7 +296,14 @@ impl Inbound for Core {
 
 #[async_trait::async_trait]
 impl Outbound for Core {
-    async fn send(&self, mode: Mode, name: &str, payload: Vec<u8>, headers: Headers, timeout: Duration) -> Result<Vec<u8>, Failure> {
+    async fn send(
+        &self,
+        mode: Mode,
+        name: &str,
+        payload: Vec<u8>,
+        headers: Headers,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Failure> {
         crate::name::validate(name).map_err(|e| Failure::new(FailureClass::Invalid, e.to_string()))?;
         let conn = self.outgoing()?;
         match mode {
@@ -313,7 +332,13 @@ impl Node {
     }
 
     /// [`Node::call`] with metadata headers.
-    pub async fn call_with(&self, name: &str, payload: Vec<u8>, headers: Headers, timeout: Duration) -> Result<Vec<u8>, Failure> {
+    pub async fn call_with(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        headers: Headers,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Failure> {
         self.core.send(Mode::Call, name, payload, headers, timeout).await
     }
 
@@ -342,7 +367,11 @@ impl Node {
             .connections
             .iter()
             .zip(&out.sent)
-            .map(|(c, sent)| ConnectionUse { name: c.name.clone(), weight: c.weight, sent: sent.load(std::sync::atomic::Ordering::Relaxed) })
+            .map(|(c, sent)| ConnectionUse {
+                name: c.name.clone(),
+                weight: c.weight,
+                sent: sent.load(std::sync::atomic::Ordering::Relaxed),
+            })
             .collect()
     }
 

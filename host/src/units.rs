@@ -8,9 +8,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write e.g. \"250ms\", \"3s\" or \"1m\""))?;
+    let value: f64 =
+        number.parse().map_err(|_| format!("`{text}` is not a duration; write e.g. \"250ms\", \"3s\" or \"1m\""))?;
     let seconds = match unit.trim() {
         "ns" => 1e-9,
         "us" | "µs" => 1e-6,
@@ -30,9 +29,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; write e.g. \"64MiB\""))?;
+    let value: u64 = number.parse().map_err(|_| format!("`{text}` is not a size; write e.g. \"64MiB\""))?;
     let scale: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,

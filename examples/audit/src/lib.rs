@@ -10,12 +10,7 @@ struct Audit;
 
 impl Message for Audit {
     fn handle(ctx: Context, payload: Vec<u8>) -> Result<(), Failure> {
-        println!(
-            "audit: event `{}` ({}) of {} bytes",
-            ctx.name,
-            ctx.delivery.as_str(),
-            payload.len()
-        );
+        println!("audit: event `{}` ({}) of {} bytes", ctx.name, ctx.delivery.as_str(), payload.len());
         if payload == b"fail" {
             return Err(Failure::failed("audit refused"));
         }

@@ -15,9 +15,7 @@ impl Service for Fanout {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .ok_or_else(|| Failure::invalid("expected a decimal count"))?;
-        let ok = (0..n)
-            .filter(|i| bus::call("echo", i.to_string().as_bytes(), None).is_ok())
-            .count();
+        let ok = (0..n).filter(|i| bus::call("echo", i.to_string().as_bytes(), None).is_ok()).count();
         Ok(ok.to_string().into_bytes())
     }
 }

@@ -15,16 +15,9 @@ struct Flaky;
 
 impl Service for Flaky {
     fn handle(ctx: Context, payload: Vec<u8>) -> Result<Vec<u8>, Failure> {
-        let failures: u32 = std::str::from_utf8(&payload)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(2);
+        let failures: u32 = std::str::from_utf8(&payload).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(2);
         if ctx.attempt <= failures {
-            return Err(Failure::retry(format!(
-                "flaky attempt {} final={}",
-                ctx.attempt,
-                ctx.is_final()
-            )));
+            return Err(Failure::retry(format!("flaky attempt {} final={}", ctx.attempt, ctx.is_final())));
         }
         Ok(format!("ok after {} attempts", ctx.attempt).into_bytes())
     }

@@ -107,7 +107,14 @@ impl Hub {
 
     /// Runs a dispatch to completion: attempts on the service's schedule,
     /// then success or a dead letter.
-    async fn run_dispatch(self: Arc<Self>, id: String, name: String, payload: Vec<u8>, headers: Headers, retry: Arc<[Duration]>) -> DispatchOutcome {
+    async fn run_dispatch(
+        self: Arc<Self>,
+        id: String,
+        name: String,
+        payload: Vec<u8>,
+        headers: Headers,
+        retry: Arc<[Duration]>,
+    ) -> DispatchOutcome {
         let mut history = Vec::new();
         let mut attempt = 1;
         loop {
@@ -154,7 +161,11 @@ impl Hub {
 
 #[async_trait::async_trait]
 impl Driver for DefaultDriver {
-    async fn connect(&self, config: &ConnectionConfig, inbound: Arc<dyn Inbound>) -> Result<Arc<dyn Connection>, DriverError> {
+    async fn connect(
+        &self,
+        config: &ConnectionConfig,
+        inbound: Arc<dyn Inbound>,
+    ) -> Result<Arc<dyn Connection>, DriverError> {
         if let Some(key) = config.setting.keys().next() {
             return Err(DriverError(format!("[bus] setting `{key}` is unknown: the default driver takes no settings")));
         }
@@ -221,7 +232,13 @@ impl Connection for DefaultConnection {
         Ok(())
     }
 
-    async fn request(&self, name: &str, payload: Vec<u8>, headers: Headers, timeout: Duration) -> Result<Vec<u8>, Failure> {
+    async fn request(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        headers: Headers,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Failure> {
         let member = self.hub.pick(Kind::Service, name).ok_or_else(|| Failure::not_found(name))?;
         let mut envelope = Envelope::once(name, Mode::Call, payload, headers);
         envelope.deadline = Some(Instant::now() + timeout);
@@ -230,7 +247,13 @@ impl Connection for DefaultConnection {
 
     async fn enqueue(&self, name: &str, payload: Vec<u8>, headers: Headers) -> Result<Receipt, Failure> {
         let member = self.hub.pick(Kind::Service, name).ok_or_else(|| Failure::not_found(name))?;
-        let retry = member.services.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned().unwrap_or_else(|| Arc::new([]));
+        let retry = member
+            .services
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Arc::new([]));
         let id = format!("d{}", self.hub.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let hub = self.hub.clone();

@@ -38,7 +38,11 @@ pub trait Driver: Send + Sync {
     /// Opens a connection described by `config` for the node behind `inbound`.
     /// The node owns its connections: a driver keeps only a `Weak` reference
     /// to `inbound`, or the two would keep each other alive.
-    async fn connect(&self, config: &ConnectionConfig, inbound: Arc<dyn Inbound>) -> Result<Arc<dyn Connection>, DriverError>;
+    async fn connect(
+        &self,
+        config: &ConnectionConfig,
+        inbound: Arc<dyn Inbound>,
+    ) -> Result<Arc<dyn Connection>, DriverError>;
 }
 
 /// The outcome of a dispatch, for drivers that can report it (the in-process
@@ -108,7 +112,13 @@ pub trait Connection: Send + Sync {
     /// Listens to message `name`.
     async fn register_message(&self, name: &str) -> Result<(), DriverError>;
     /// Calls service `name`, waiting at most `timeout`.
-    async fn request(&self, name: &str, payload: Vec<u8>, headers: Headers, timeout: Duration) -> Result<Vec<u8>, Failure>;
+    async fn request(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        headers: Headers,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Failure>;
     /// Queues a dispatch to service `name`.
     async fn enqueue(&self, name: &str, payload: Vec<u8>, headers: Headers) -> Result<Receipt, Failure>;
     /// Sends an event to message `name`.

@@ -54,9 +54,7 @@ impl ArtifactCache {
     pub(crate) fn put(&self, hash: &str, component: &Component) {
         let result = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
             let tmp = self.dir.join(format!(".{hash}.{}.tmp", std::process::id()));
-            std::fs::write(&tmp, bytes)
-                .and_then(|()| std::fs::rename(&tmp, self.path(hash)))
-                .map_err(|e| e.to_string())
+            std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, self.path(hash))).map_err(|e| e.to_string())
         });
         if let Err(e) = result {
             tracing::warn!(dir = %self.dir.display(), "could not cache a compiled artifact: {e}");

@@ -63,8 +63,12 @@ impl Lines {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
         match self.stream {
-            Stream::Stdout => tracing::info!(target: "busbar::guest", handler = &*self.handler, stream = "stdout", "{text}"),
-            Stream::Stderr => tracing::warn!(target: "busbar::guest", handler = &*self.handler, stream = "stderr", "{text}"),
+            Stream::Stdout => {
+                tracing::info!(target: "busbar::guest", handler = &*self.handler, stream = "stdout", "{text}")
+            }
+            Stream::Stderr => {
+                tracing::warn!(target: "busbar::guest", handler = &*self.handler, stream = "stderr", "{text}")
+            }
         }
     }
 }

@@ -68,7 +68,9 @@ pub enum LoadError {
     #[error("does not compile: {0}")]
     Compile(String),
     /// It exports neither handler interface.
-    #[error("exports neither `{SERVICE_EXPORT}` nor `{MESSAGE_EXPORT}` (it exports: {0}); target the `service-handler` or `message-handler` world of wit/")]
+    #[error(
+        "exports neither `{SERVICE_EXPORT}` nor `{MESSAGE_EXPORT}` (it exports: {0}); target the `service-handler` or `message-handler` world of wit/"
+    )]
     NoHandlerExport(String),
     /// It imports something busbar does not provide.
     #[error("cannot be linked: {0}; a handler may import only WASI 0.2 and `busbar:handler/bus@0.1.0`")]
@@ -218,7 +220,8 @@ impl Runtime {
         let (component, cached) = match self.cache.as_ref().and_then(|c| c.get(&self.engine, &hash)) {
             Some(component) => (component, true),
             None => {
-                let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                let component =
+                    Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
                 if let Some(cache) = &self.cache {
                     cache.put(&hash, &component);
                 }
@@ -238,11 +241,15 @@ impl Runtime {
         }
         let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let service = match exports.service {
-            true => Some(service::GuestIndices::new(&pre).map_err(|e| LoadError::Signature(SERVICE_EXPORT, format!("{e:#}")))?),
+            true => Some(
+                service::GuestIndices::new(&pre).map_err(|e| LoadError::Signature(SERVICE_EXPORT, format!("{e:#}")))?,
+            ),
             false => None,
         };
         let message = match exports.message {
-            true => Some(message::GuestIndices::new(&pre).map_err(|e| LoadError::Signature(MESSAGE_EXPORT, format!("{e:#}")))?),
+            true => Some(
+                message::GuestIndices::new(&pre).map_err(|e| LoadError::Signature(MESSAGE_EXPORT, format!("{e:#}")))?,
+            ),
             false => None,
         };
         Ok(Compiled { version: hash[..12].to_string(), exports, imports, cached, pre, service, message })
@@ -260,10 +267,8 @@ impl Runtime {
         let start = Instant::now();
         let deadline = envelope.deadline.map_or(start + timeout, |d| d.min(start + timeout));
         let budget = deadline.saturating_duration_since(start);
-        let mut store = Store::new(
-            &self.engine,
-            Sandbox::new(&handler, memory, deadline, envelope.depth(), max_depth, outbound),
-        );
+        let mut store =
+            Store::new(&self.engine, Sandbox::new(&handler, memory, deadline, envelope.depth(), max_depth, outbound));
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
@@ -300,10 +305,16 @@ impl Runtime {
                 Ok(guest.call_handle(&mut store, &ctx, &payload).await?.map(|()| Vec::new()).map_err(Failure::from))
             }
         };
-        let outcome: Result<wasmtime::Result<Result<Vec<u8>, Failure>>, _> = tokio::time::timeout_at(deadline.into(), run).await;
+        let outcome: Result<wasmtime::Result<Result<Vec<u8>, Failure>>, _> =
+            tokio::time::timeout_at(deadline.into(), run).await;
         match outcome {
             Ok(Ok(reply)) => reply,
-            Ok(Err(trap)) => Err(classify(&handler, &trap, store.data().limiter.exceeded.map(|d| store.data().limiter.describe(d)), budget)),
+            Ok(Err(trap)) => Err(classify(
+                &handler,
+                &trap,
+                store.data().limiter.exceeded.map(|d| store.data().limiter.describe(d)),
+                budget,
+            )),
             Err(_elapsed) => Err(timed_out(&handler, budget)),
         }
     }
@@ -319,7 +330,10 @@ fn not_exported(handler: &str, what: &str) -> Failure {
 }
 
 fn timed_out(handler: &str, budget: Duration) -> Failure {
-    Failure::new(FailureClass::Timeout, format!("handler `{handler}` did not finish within {}ms and was interrupted", budget.as_millis()))
+    Failure::new(
+        FailureClass::Timeout,
+        format!("handler `{handler}` did not finish within {}ms and was interrupted", budget.as_millis()),
+    )
 }
 
 /// Turns a wasmtime error into the failure a caller sees.

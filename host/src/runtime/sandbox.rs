@@ -66,7 +66,13 @@ impl Sandbox {
         }
     }
 
-    async fn forward(&mut self, mode: Mode, name: String, payload: Vec<u8>, timeout: Option<u64>) -> Result<Vec<u8>, types::BusError> {
+    async fn forward(
+        &mut self,
+        mode: Mode,
+        name: String,
+        payload: Vec<u8>,
+        timeout: Option<u64>,
+    ) -> Result<Vec<u8>, types::BusError> {
         if self.depth >= self.max_depth {
             return Err(types::BusError {
                 class: types::ErrorClass::Denied,
@@ -137,7 +143,12 @@ pub fn human_bytes(n: u64) -> String {
 impl types::Host for Sandbox {}
 
 impl bus::Host for Sandbox {
-    async fn call(&mut self, name: String, payload: Vec<u8>, timeout_ms: Option<u64>) -> wasmtime::Result<Result<Vec<u8>, types::BusError>> {
+    async fn call(
+        &mut self,
+        name: String,
+        payload: Vec<u8>,
+        timeout_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<Vec<u8>, types::BusError>> {
         Ok(self.forward(Mode::Call, name, payload, timeout_ms).await)
     }
 

@@ -50,11 +50,17 @@ fn call_reads_the_payload_from_stdin() {
 #[test]
 fn exit_codes_tell_failure_classes_apart() {
     let folder = Folder::with(&["fail"]);
-    for (payload, code) in [("invalid:x", 10), ("unauthorized:x", 11), ("denied:x", 12), ("retry:x", 14), ("failed:x", 17)] {
+    for (payload, code) in
+        [("invalid:x", 10), ("unauthorized:x", 11), ("denied:x", 12), ("retry:x", 14), ("failed:x", 17)]
+    {
         let out = busbar(&folder, &["call", "fail", payload]);
         assert_eq!(out.status.code(), Some(code), "{payload}: {}", stderr(&out));
         assert!(out.stdout.is_empty());
-        assert!(stderr(&out).contains(&format!("{}: x", payload.split(':').next().unwrap_or_default())), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("{}: x", payload.split(':').next().unwrap_or_default())),
+            "{}",
+            stderr(&out)
+        );
     }
     let out = busbar(&folder, &["call", "nobody"]);
     assert_eq!(out.status.code(), Some(13), "{}", stderr(&out));
@@ -115,7 +121,8 @@ fn listings_print_json() {
     let out = busbar(&folder, &["services", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let services: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let names: Vec<_> = services.as_array().expect("array").iter().map(|s| s["name"].as_str().unwrap_or_default()).collect();
+    let names: Vec<_> =
+        services.as_array().expect("array").iter().map(|s| s["name"].as_str().unwrap_or_default()).collect();
     assert_eq!(names, ["audit", "echo"]);
     let nodes: serde_json::Value = serde_json::from_slice(&busbar(&folder, &["nodes", "--json"]).stdout).expect("JSON");
     assert_eq!(nodes.as_array().map(Vec::len), Some(1));
@@ -136,11 +143,8 @@ fn a_bad_config_names_the_key_and_the_file() {
 #[test]
 fn run_serves_until_sigterm_then_stops_cleanly() {
     let folder = Folder::with(&["echo"]);
-    let mut child = command(&folder, &["run"])
-        .env("RUST_LOG", "busbar=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("busbar runs");
+    let mut child =
+        command(&folder, &["run"]).env("RUST_LOG", "busbar=info").stderr(Stdio::piped()).spawn().expect("busbar runs");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let serving = lines.by_ref().map_while(Result::ok).find(|l| l.contains("serving"));
     assert!(serving.is_some(), "the node never said it was serving");

@@ -17,7 +17,8 @@ fn an_unknown_key_names_the_key_and_the_file() {
 
 #[tokio::test]
 async fn an_unknown_driver_setting_stops_the_start() {
-    let mut config = Config::parse("[bus]\nsetting = { url = \"nats://x\" }\n", std::path::Path::new("t.toml")).expect("parses");
+    let mut config =
+        Config::parse("[bus]\nsetting = { url = \"nats://x\" }\n", std::path::Path::new("t.toml")).expect("parses");
     let folder = Folder::with(&[]);
     config.node.handlers = folder.path().to_path_buf();
     let started = busbar::NodeBuilder::new(config)
@@ -33,6 +34,11 @@ async fn an_unknown_driver_setting_stops_the_start() {
 async fn a_missing_handlers_folder_says_what_to_do() {
     let mut config = Config::default();
     config.node.handlers = "/nonexistent/handlers".into();
-    let error = busbar::NodeBuilder::new(config).runtime(busbar_tests::support::runtime()).start().await.err().expect("refused");
+    let error = busbar::NodeBuilder::new(config)
+        .runtime(busbar_tests::support::runtime())
+        .start()
+        .await
+        .err()
+        .expect("refused");
     assert!(error.to_string().contains("/nonexistent/handlers"), "{error}");
 }

@@ -83,7 +83,11 @@ async fn the_second_start_loads_compiled_artifacts_from_the_cache() {
     let folder = Folder::with(&["echo", "greet", "audit"]);
     let mut reports = Vec::new();
     for _ in 0..2 {
-        let options = RuntimeOptions { cache_dir: Some(cache.path().to_path_buf()), max_instances: 10, ..RuntimeOptions::default() };
+        let options = RuntimeOptions {
+            cache_dir: Some(cache.path().to_path_buf()),
+            max_instances: 10,
+            ..RuntimeOptions::default()
+        };
         let runtime = Arc::new(Runtime::new(&options).expect("runtime"));
         let mut config = Config::parse("", Path::new("test.toml")).expect("valid");
         config.node.handlers = folder.path().to_path_buf();
