@@ -44,7 +44,7 @@ pub enum StartError {
 /// What a node start loaded.
 #[derive(Debug, Default, Clone)]
 pub struct LoadReport {
-    /// Handlers loaded: stem, version, names.
+    /// Handlers loaded: stem, version, the names it got.
     pub loaded: Vec<(String, String, Vec<String>)>,
     /// Files skipped and why.
     pub skipped: Vec<Skipped>,
@@ -128,12 +128,16 @@ impl NodeBuilder {
             started: SystemTime::now(),
             outgoing: OnceLock::new(),
         });
-        let report = core.load_folder()?;
+        // Compiling is CPU-bound (seconds for a cold cache): off the async workers.
+        let loader = core.clone();
+        let report = tokio::task::spawn_blocking(move || loader.load_folder())
+            .await
+            .map_err(|e| StartError::Runtime(anyhow::anyhow!("loading the handlers folder panicked: {e}")))??;
         let mut connections = Vec::new();
         for conn in &core.config.connections {
             let driver = match self.drivers.get(&conn.driver) {
                 Some(d) => d.clone(),
-                None => default_driver(&conn.driver),
+                None => builtin_driver(&conn.driver).map_err(|error| StartError::Connect { name: conn.name.clone(), error })?,
             };
             let inbound: Arc<dyn Inbound> = core.clone();
             let c = driver
@@ -164,10 +168,14 @@ impl NodeBuilder {
     }
 }
 
-/// The process-wide in-process hub used when no driver was supplied.
-fn default_driver(_name: &str) -> Arc<dyn Driver> {
+/// The driver called `name` when none was supplied to the builder. Every
+/// `default` connection in the process shares one in-process hub.
+fn builtin_driver(name: &str) -> Result<Arc<dyn Driver>, DriverError> {
     static HUB: OnceLock<DefaultDriver> = OnceLock::new();
-    Arc::new(HUB.get_or_init(DefaultDriver::new).clone())
+    match name {
+        "default" => Ok(Arc::new(HUB.get_or_init(DefaultDriver::new).clone())),
+        other => Err(DriverError(format!("no driver named `{other}` in this build"))),
+    }
 }
 
 /// Engine settings derived from a config.
@@ -187,11 +195,10 @@ impl Core {
                 Ok(compiled) => {
                     report.cached += usize::from(compiled.cached);
                     let version = compiled.version.clone();
-                    let names = file.policy.names.clone();
                     let loaded = Arc::new(Loaded { stem: file.stem.as_str().into(), compiled, policy: file.policy });
                     let served = self.install(&loaded);
                     tracing::info!(handler = %file.stem, %version, names = ?served, "handler loaded");
-                    report.loaded.push((file.stem, version, names));
+                    report.loaded.push((file.stem, version, served));
                 }
                 Err(reason) => report.skipped.push(Skipped { path: file.wasm, reason }),
             }
