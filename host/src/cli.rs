@@ -97,6 +97,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect, replay or drop exhausted dispatches.
+    DeadLetters {
+        /// What to do (default: list).
+        #[command(subcommand)]
+        action: Option<DeadLetterAction>,
+        /// Print JSON (for `list`).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `busbar dead-letters` actions.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterAction {
+    /// List the dead letters.
+    List,
+    /// Queue the dead letters of a service again (attempts start over).
+    Replay {
+        /// The service name.
+        name: String,
+    },
+    /// Delete the dead letters of a service.
+    Drop {
+        /// The service name.
+        name: String,
+    },
 }
 
 /// An error that ends the command, with its exit code.
@@ -148,10 +174,16 @@ fn load_config(cli: &Cli) -> Result<Config, Exit> {
     Ok(config)
 }
 
+/// Starts a node for a command. `busbar run` serves the handlers folder. The
+/// one-shot commands serve it too on the in-process default driver (there is
+/// no other node to reach); on a shared bus they are plain clients.
 async fn start(cli: &Cli) -> Result<Node, Exit> {
     let config = load_config(cli)?;
     let started = Instant::now();
-    let (node, report) = Node::start(config).await.map_err(host)?;
+    let serve = matches!(cli.command, Command::Run) || config.connections.iter().all(|c| c.driver == "default");
+    let builder = crate::node::NodeBuilder::new(config);
+    let builder = if serve { builder } else { builder.client() };
+    let (node, report) = builder.start().await.map_err(host)?;
     tracing::info!(
         handlers = report.loaded.len(),
         skipped = report.skipped.len(),
@@ -252,6 +284,29 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Check { file, json } => check(file, *json),
+        Command::DeadLetters { action, json } => match action {
+            None | Some(DeadLetterAction::List) => {
+                let letters = on_the_bus(&cli, async |node| node.dead_letters().await).await?;
+                if *json {
+                    return print_json(&letters);
+                }
+                println!("{:<24} {:<24} {:>8} {:<22} FAILURE", "ID", "NAME", "ATTEMPTS", "AT");
+                for l in letters {
+                    println!("{:<24} {:<24} {:>8} {:<22} {}", l.id, l.name, l.attempts, l.at, l.failure);
+                }
+                Ok(())
+            }
+            Some(DeadLetterAction::Replay { name }) => {
+                let n = on_the_bus(&cli, async |node| node.replay_dead_letters(name).await).await?;
+                eprintln!("replayed {n} dead letter(s) of `{name}`");
+                Ok(())
+            }
+            Some(DeadLetterAction::Drop { name }) => {
+                let n = on_the_bus(&cli, async |node| node.drop_dead_letters(name).await).await?;
+                eprintln!("dropped {n} dead letter(s) of `{name}`");
+                Ok(())
+            }
+        },
         Command::Nodes { json } => {
             let nodes = on_the_bus(&cli, async |node| node.nodes().await).await?;
             if *json {

@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::delivery::{Envelope, Headers, Mode};
 use crate::driver::default::DefaultDriver;
-use crate::driver::{Connection, DeadLetter, Driver, DriverError, Fanout, Inbound, Receipt};
+use crate::driver::{Connection, DeadLetter, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec};
 use crate::failure::{Failure, FailureClass};
 use crate::handlers::{self, HandlerFile, Skipped};
 use crate::registry::{Loaded, Registry, Route};
@@ -92,12 +92,22 @@ pub struct NodeBuilder {
     config: Config,
     runtime: Option<Arc<Runtime>>,
     drivers: HashMap<String, Arc<dyn Driver>>,
+    /// Whether the node serves handlers; a client only sends.
+    serve: bool,
 }
 
 impl NodeBuilder {
     /// A builder for `config`.
     pub fn new(config: Config) -> Self {
-        Self { config, runtime: None, drivers: HashMap::new() }
+        Self { config, runtime: None, drivers: HashMap::new(), serve: true }
+    }
+
+    /// Makes a client: it connects and sends, but loads no handlers, serves
+    /// nothing and does not show up in discovery (what the CLI uses on a
+    /// shared bus).
+    pub fn client(mut self) -> Self {
+        self.serve = false;
+        self
     }
 
     /// Shares an existing runtime (one engine per process).
@@ -128,11 +138,16 @@ impl NodeBuilder {
             started: SystemTime::now(),
             outgoing: OnceLock::new(),
         });
-        // Compiling is CPU-bound (seconds for a cold cache): off the async workers.
-        let loader = core.clone();
-        let report = tokio::task::spawn_blocking(move || loader.load_folder())
-            .await
-            .map_err(|e| StartError::Runtime(anyhow::anyhow!("loading the handlers folder panicked: {e}")))??;
+        let report = match self.serve {
+            // Compiling is CPU-bound (seconds for a cold cache): off the async workers.
+            true => {
+                let loader = core.clone();
+                tokio::task::spawn_blocking(move || loader.load_folder())
+                    .await
+                    .map_err(|e| StartError::Runtime(anyhow::anyhow!("loading the handlers folder panicked: {e}")))??
+            }
+            false => LoadReport::default(),
+        };
         let mut connections = Vec::new();
         for conn in &core.config.connections {
             let driver = match self.drivers.get(&conn.driver) {
@@ -147,18 +162,20 @@ impl NodeBuilder {
             for (kind, name) in core.registry.names() {
                 let registered = match kind {
                     Kind::Service => {
-                        let retry = core
+                        let spec = core
                             .registry
                             .lookup(kind, &name)
-                            .map(|r| r.handler.policy.retry.clone())
-                            .unwrap_or_default();
-                        c.register_service(&name, &retry).await
+                            .map(|r| ServiceSpec { retry: r.handler.policy.retry.clone(), timeout: r.handler.policy.timeout })
+                            .unwrap_or(ServiceSpec { retry: Vec::new(), timeout: core.config.handlers.timeout });
+                        c.register_service(&name, &spec).await
                     }
                     Kind::Message => c.register_message(&name).await,
                 };
                 registered.map_err(|error| StartError::Connect { name: conn.name.clone(), error })?;
             }
-            c.start().await.map_err(|error| StartError::Connect { name: conn.name.clone(), error })?;
+            if self.serve {
+                c.start().await.map_err(|error| StartError::Connect { name: conn.name.clone(), error })?;
+            }
             connections.push(c);
         }
         let weights: Vec<u32> = core.config.connections.iter().map(|c| c.weight).collect();
@@ -174,6 +191,7 @@ fn builtin_driver(name: &str) -> Result<Arc<dyn Driver>, DriverError> {
     static HUB: OnceLock<DefaultDriver> = OnceLock::new();
     match name {
         "default" => Ok(Arc::new(HUB.get_or_init(DefaultDriver::new).clone())),
+        "nats" => Ok(Arc::new(crate::driver::nats::NatsDriver)),
         other => Err(DriverError(format!("no driver named `{other}` in this build"))),
     }
 }
@@ -418,6 +436,16 @@ impl Node {
     /// Exhausted or refused dispatches.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, DriverError> {
         self.first_connection()?.dead_letters().await
+    }
+
+    /// Queues the dead letters of `name` again; returns how many.
+    pub async fn replay_dead_letters(&self, name: &str) -> Result<usize, DriverError> {
+        self.first_connection()?.replay_dead_letters(name).await
+    }
+
+    /// Deletes the dead letters of `name`; returns how many.
+    pub async fn drop_dead_letters(&self, name: &str) -> Result<usize, DriverError> {
+        self.first_connection()?.drop_dead_letters(name).await
     }
 
     /// Stops receiving and closes every connection.

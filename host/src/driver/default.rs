@@ -6,7 +6,7 @@
 //! listener, rolecast to one listener per group. Nothing here survives the
 //! process: durable dispatch is the NATS driver's job.
 
-use super::{Connection, DeadLetter, DispatchOutcome, Driver, DriverError, Fanout, Inbound, Receipt};
+use super::{Connection, DeadLetter, DispatchOutcome, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec};
 use crate::config::ConnectionConfig;
 use crate::delivery::{self, Envelope, Headers, Mode};
 use crate::failure::Failure;
@@ -103,6 +103,14 @@ impl Hub {
             tracing::warn!(name = %old.name, id = %old.id, "dead-letter list full ({DEAD_LETTER_LIMIT}); dropped the oldest");
         }
         dead.push_back(letter);
+    }
+
+    /// Removes and returns the dead letters of `name`.
+    fn take_dead(&self, name: &str) -> Vec<DeadLetter> {
+        let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+        let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut *dead).into_iter().partition(|l| l.name == name);
+        *dead = kept.into();
+        taken
     }
 
     /// Runs a dispatch to completion: attempts on the service's schedule,
@@ -222,8 +230,8 @@ impl Connection for DefaultConnection {
         Ok(())
     }
 
-    async fn register_service(&self, name: &str, retry: &[Duration]) -> Result<(), DriverError> {
-        self.member.services.write().unwrap_or_else(|e| e.into_inner()).insert(name.into(), retry.into());
+    async fn register_service(&self, name: &str, spec: &ServiceSpec) -> Result<(), DriverError> {
+        self.member.services.write().unwrap_or_else(|e| e.into_inner()).insert(name.into(), spec.retry.as_slice().into());
         Ok(())
     }
 
@@ -325,5 +333,20 @@ impl Connection for DefaultConnection {
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, DriverError> {
         Ok(self.hub.dead.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect())
+    }
+
+    async fn replay_dead_letters(&self, name: &str) -> Result<usize, DriverError> {
+        let letters = self.hub.take_dead(name);
+        let count = letters.len();
+        for letter in letters {
+            if let Err(f) = self.enqueue(&letter.name, letter.payload.clone(), letter.headers.clone()).await {
+                self.hub.dead_letter(DeadLetter { failure: f, ..letter });
+            }
+        }
+        Ok(count)
+    }
+
+    async fn drop_dead_letters(&self, name: &str) -> Result<usize, DriverError> {
+        Ok(self.hub.take_dead(name).len())
     }
 }

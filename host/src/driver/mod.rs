@@ -4,6 +4,7 @@
 //! nothing of wasm; the bus core knows nothing of transports.
 
 pub mod default;
+pub mod nats;
 
 use crate::config::ConnectionConfig;
 use crate::delivery::{Envelope, Headers};
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The drivers this build knows, by config name.
-pub const KNOWN: [&str; 1] = ["default"];
+pub const KNOWN: [&str; 2] = ["default", "nats"];
 
 /// A driver-level failure (connecting, registering, listing).
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +90,16 @@ pub struct DeadLetter {
     pub at: String,
 }
 
+/// What a driver needs to know to serve a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Delays between dispatch attempts.
+    pub retry: Vec<Duration>,
+    /// The handler's timeout: a durable driver must not redeliver work that
+    /// may still be running.
+    pub timeout: Duration,
+}
+
 /// Event fan-out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fanout {
@@ -107,8 +118,8 @@ pub trait Connection: Send + Sync {
     async fn stop(&self) -> Result<(), DriverError>;
     /// Releases the connection.
     async fn close(&self) -> Result<(), DriverError>;
-    /// Serves service `name` with the given dispatch retry schedule.
-    async fn register_service(&self, name: &str, retry: &[Duration]) -> Result<(), DriverError>;
+    /// Serves service `name` under `spec`.
+    async fn register_service(&self, name: &str, spec: &ServiceSpec) -> Result<(), DriverError>;
     /// Listens to message `name`.
     async fn register_message(&self, name: &str) -> Result<(), DriverError>;
     /// Calls service `name`, waiting at most `timeout`.
@@ -131,4 +142,9 @@ pub trait Connection: Send + Sync {
     async fn services(&self) -> Result<Vec<ServiceInfo>, DriverError>;
     /// Dispatches that were exhausted or refused.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, DriverError>;
+    /// Queues the dead letters of service `name` again (attempts start over);
+    /// returns how many.
+    async fn replay_dead_letters(&self, name: &str) -> Result<usize, DriverError>;
+    /// Deletes the dead letters of service `name`; returns how many.
+    async fn drop_dead_letters(&self, name: &str) -> Result<usize, DriverError>;
 }

@@ -1,0 +1,407 @@
+//! The `nats` driver: busbar as one node of a shared NATS bus. Calls and
+//! events are core NATS (request/reply, queue groups); dispatch is durable on
+//! JetStream ([`dispatch`]); discovery speaks the NATS micro protocol
+//! ([`discovery`]). The wire contract is in [`wire`].
+//!
+//! Settings (`[bus] setting = { … }`):
+//!
+//! | key | meaning |
+//! |---|---|
+//! | `url` | server URL, or a list of them (default `nats://127.0.0.1:4222`) |
+//! | `token` | token authentication |
+//! | `user`, `password` | user/password authentication (both or neither) |
+//! | `credentials` | a `.creds` file (JWT + NKey) |
+//! | `name` | the connection name shown by the server (default: the node id) |
+
+mod discovery;
+mod dispatch;
+pub mod wire;
+
+use super::{Connection, DeadLetter, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec};
+use crate::config::ConnectionConfig;
+use crate::delivery::{Envelope, Headers, Mode};
+use crate::failure::{Failure, FailureClass};
+use crate::stats::{NameStats, NodeInfo, ServiceInfo};
+use async_nats::Client;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wire::Wire;
+
+/// How long `stop` waits for in-flight deliveries to finish.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// `[bus] setting` of a NATS connection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default)]
+    url: Urls,
+    token: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    credentials: Option<PathBuf>,
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Default for Urls {
+    fn default() -> Self {
+        Self::One("nats://127.0.0.1:4222".into())
+    }
+}
+
+impl Urls {
+    fn list(&self) -> Vec<String> {
+        match self {
+            Self::One(u) => vec![u.clone()],
+            Self::Many(us) => us.clone(),
+        }
+    }
+}
+
+/// The NATS driver.
+#[derive(Debug, Default, Clone)]
+pub struct NatsDriver;
+
+#[async_trait::async_trait]
+impl Driver for NatsDriver {
+    async fn connect(
+        &self,
+        config: &ConnectionConfig,
+        inbound: Arc<dyn Inbound>,
+    ) -> Result<Arc<dyn Connection>, DriverError> {
+        let settings = Settings::deserialize(toml::Value::Table(config.setting.clone()))
+            .map_err(|e| DriverError(format!("[bus] setting: {e}")))?;
+        let node = inbound.info();
+        let urls = settings.url.list();
+        let mut options = async_nats::ConnectOptions::new()
+            .name(settings.name.clone().unwrap_or_else(|| node.node.clone()))
+            .retry_on_initial_connect()
+            .max_reconnects(None);
+        if let Some(token) = settings.token {
+            options = options.token(token);
+        }
+        match (settings.user, settings.password) {
+            (Some(user), Some(password)) => options = options.user_and_password(user, password),
+            (None, None) => {}
+            _ => return Err(DriverError("[bus] setting: `user` and `password` go together".into())),
+        }
+        if let Some(creds) = settings.credentials {
+            options = options
+                .credentials_file(&creds)
+                .await
+                .map_err(|e| DriverError(format!("[bus] setting credentials {}: {e}", creds.display())))?;
+        }
+        let addrs: Vec<async_nats::ServerAddr> = urls
+            .iter()
+            .map(|u| u.parse().map_err(|e| DriverError(format!("[bus] setting url `{u}`: {e}"))))
+            .collect::<Result<_, _>>()?;
+        // retry_on_initial_connect makes connect return at once and keep
+        // trying; wait for the first connection so a wrong URL fails the start.
+        let client = tokio::time::timeout(Duration::from_secs(10), async {
+            let client = options.connect(addrs).await?;
+            client.flush().await.map_err(|e| std::io::Error::other(e.to_string()))?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client)
+        })
+        .await
+        .map_err(|_| DriverError(format!("no NATS server answered at {} within 10s; is nats-server running?", urls.join(", "))))?
+        .map_err(|e| DriverError(format!("cannot connect to NATS at {}: {e}", urls.join(", "))))?;
+        let prefix = if config.prefix.is_empty() { format!("{}.", node.project) } else { config.prefix.clone() };
+        let wire = Wire::new(&prefix);
+        let js = async_nats::jetstream::new(client.clone());
+        dispatch::ensure_streams(&js, &wire).await?;
+        let group = if config.group.is_empty() { "default".to_string() } else { config.group.clone() };
+        Ok(Arc::new_cyclic(|me| NatsConnection {
+            me: me.clone(),
+            client,
+            js,
+            wire,
+            group,
+            node,
+            profile: config.profile.clone(),
+            inbound: Arc::downgrade(&inbound),
+            services: Mutex::default(),
+            messages: Mutex::default(),
+            started: AtomicBool::new(false),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }))
+    }
+}
+
+/// One node's connection to a NATS server.
+pub(crate) struct NatsConnection {
+    me: Weak<NatsConnection>,
+    client: Client,
+    js: async_nats::jetstream::Context,
+    wire: Wire,
+    /// The rolecast queue group (`default` when the node has no group).
+    group: String,
+    /// The node's identity, as it was at connect time.
+    node: NodeInfo,
+    profile: String,
+    inbound: Weak<dyn Inbound>,
+    services: Mutex<BTreeMap<String, ServiceSpec>>,
+    messages: Mutex<BTreeSet<String>>,
+    /// Whether subscriptions are live (names registered later start at once).
+    started: AtomicBool,
+    /// Cancelled by `stop`: subscriptions and consumers end.
+    cancel: CancellationToken,
+    /// Subscription loops and in-flight deliveries.
+    tasks: TaskTracker,
+}
+
+impl NatsConnection {
+    async fn deliver(&self, envelope: Envelope) -> Result<Vec<u8>, Failure> {
+        match self.inbound.upgrade() {
+            Some(node) => node.deliver(envelope).await,
+            None => Err(Failure::new(FailureClass::Retry, "the node is shutting down")),
+        }
+    }
+
+    /// Answers calls to `name` (queue group `busbar`, one node answers).
+    async fn serve_calls(self: &Arc<Self>, name: &str) -> Result<(), DriverError> {
+        let subject = self.wire.call(name);
+        let subscriber = self
+            .client
+            .queue_subscribe(subject.clone(), wire::CALL_GROUP.into())
+            .await
+            .map_err(|e| DriverError(format!("subscribing to {subject}: {e}")))?;
+        let name = name.to_string();
+        self.tasks.spawn(self.clone().pump(subscriber, move |conn, msg| {
+            let name = name.clone();
+            async move { conn.answer_call(&name, msg).await }
+        }));
+        Ok(())
+    }
+
+    async fn answer_call(&self, name: &str, msg: async_nats::Message) {
+        let Some(reply) = msg.reply.clone() else {
+            tracing::debug!(%name, "call without a reply subject ignored");
+            return;
+        };
+        let mut envelope = Envelope::once(name, Mode::Call, msg.payload.to_vec(), wire::headers_from(msg.headers.as_ref()));
+        if let Some(ms) = wire::get(msg.headers.as_ref(), wire::TIMEOUT_HEADER).and_then(|v| v.parse().ok()) {
+            envelope.deadline = Some(Instant::now() + Duration::from_millis(ms));
+        }
+        let result = self.deliver(envelope).await;
+        let sent = match result {
+            Ok(body) => {
+                let size = body.len();
+                match self.client.publish(reply.clone(), Bytes::from(body)).await {
+                    Err(e) => {
+                        let failure = Failure::new(FailureClass::Failed, format!("the reply of {size} bytes could not be sent: {e}"));
+                        self.client.publish_with_headers(reply, wire::failure_headers(&failure), Bytes::new()).await
+                    }
+                    ok => ok,
+                }
+            }
+            Err(failure) => self.client.publish_with_headers(reply, wire::failure_headers(&failure), Bytes::new()).await,
+        };
+        if let Err(e) = sent {
+            tracing::warn!(%name, "could not answer a call: {e}");
+        }
+    }
+
+    /// Listens to events for `name`: every broadcast, and rolecasts for this node's group.
+    async fn serve_events(self: &Arc<Self>, name: &str) -> Result<(), DriverError> {
+        let broadcast = self.wire.event(name);
+        let rolecast = self.wire.publish(name);
+        let all = self.client.subscribe(broadcast.clone()).await.map_err(|e| DriverError(format!("subscribing to {broadcast}: {e}")))?;
+        let one = self
+            .client
+            .queue_subscribe(rolecast.clone(), self.group.clone())
+            .await
+            .map_err(|e| DriverError(format!("subscribing to {rolecast}: {e}")))?;
+        for (subscriber, mode) in [(all, Mode::Broadcast), (one, Mode::Rolecast)] {
+            let name = name.to_string();
+            self.tasks.spawn(self.clone().pump(subscriber, move |conn, msg| {
+                let envelope = Envelope::once(&name, mode, msg.payload.to_vec(), wire::headers_from(msg.headers.as_ref()));
+                async move {
+                    let _ = conn.deliver(envelope).await;
+                }
+            }));
+        }
+        Ok(())
+    }
+
+    /// Runs `handle` on its own task for every message of `subscriber`,
+    /// until the connection stops.
+    async fn pump<F, Fut>(self: Arc<Self>, mut subscriber: async_nats::Subscriber, handle: F)
+    where
+        F: Fn(Arc<Self>, async_nats::Message) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                next = subscriber.next() => match next {
+                    Some(msg) => {
+                        self.tasks.spawn(handle(self.clone(), msg));
+                    }
+                    None => break,
+                },
+            }
+        }
+        let _ = subscriber.unsubscribe().await;
+    }
+
+    async fn serve(self: &Arc<Self>, name: &str, spec: Option<&ServiceSpec>) -> Result<(), DriverError> {
+        match spec {
+            Some(spec) => {
+                self.serve_calls(name).await?;
+                dispatch::serve_queue(self, name, spec).await
+            }
+            None => self.serve_events(name).await,
+        }
+    }
+
+    /// Waits until the server has seen our subscriptions: a message through
+    /// the server to ourselves (a flush alone does not round-trip).
+    async fn round_trip(&self) -> Result<(), DriverError> {
+        let inbox = self.client.new_inbox();
+        let mut sub = self.client.subscribe(inbox.clone()).await.map_err(|e| DriverError(e.to_string()))?;
+        self.client.publish(inbox, Bytes::new()).await.map_err(|e| DriverError(e.to_string()))?;
+        tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .map_err(|_| DriverError("the NATS server did not answer within 10s".into()))?;
+        Ok(())
+    }
+
+    fn me(&self) -> Result<Arc<Self>, DriverError> {
+        self.me.upgrade().ok_or_else(|| DriverError("the connection is closed".into()))
+    }
+}
+
+fn request_failure(name: &str, error: async_nats::RequestError, timeout: Duration) -> Failure {
+    use async_nats::RequestErrorKind as K;
+    match error.kind() {
+        K::NoResponders => Failure::not_found(name),
+        K::TimedOut => Failure::new(FailureClass::Timeout, format!("no reply from `{name}` within {}ms", timeout.as_millis())),
+        _ => Failure::new(FailureClass::Retry, format!("calling `{name}` over NATS failed: {error}")),
+    }
+}
+
+fn publish_failure(what: &str, error: impl std::fmt::Display) -> Failure {
+    Failure::new(FailureClass::Retry, format!("{what} could not be sent over NATS: {error}"))
+}
+
+#[async_trait::async_trait]
+impl Connection for NatsConnection {
+    async fn start(&self) -> Result<(), DriverError> {
+        let me = self.me()?;
+        if self.started.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let services: Vec<(String, ServiceSpec)> =
+            self.services.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(n, s)| (n.clone(), s.clone())).collect();
+        let messages: Vec<String> = self.messages.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        for (name, spec) in &services {
+            me.serve(name, Some(spec)).await?;
+        }
+        for name in &messages {
+            me.serve(name, None).await?;
+        }
+        discovery::serve(&me).await?;
+        self.round_trip().await
+    }
+
+    async fn stop(&self) -> Result<(), DriverError> {
+        self.cancel.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(DRAIN, self.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                "{} deliveries still running after {DRAIN:?}; their dispatches will be redelivered by JetStream",
+                self.tasks.len()
+            );
+        }
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), DriverError> {
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await.unwrap_or(Ok(())) {
+            tracing::debug!("flushing the NATS connection: {e}");
+        }
+        Ok(())
+    }
+
+    async fn register_service(&self, name: &str, spec: &ServiceSpec) -> Result<(), DriverError> {
+        self.services.lock().unwrap_or_else(|e| e.into_inner()).insert(name.into(), spec.clone());
+        if self.started.load(Ordering::SeqCst) {
+            self.me()?.serve(name, Some(spec)).await?;
+        }
+        Ok(())
+    }
+
+    async fn register_message(&self, name: &str) -> Result<(), DriverError> {
+        self.messages.lock().unwrap_or_else(|e| e.into_inner()).insert(name.into());
+        if self.started.load(Ordering::SeqCst) {
+            self.me()?.serve(name, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn request(&self, name: &str, payload: Vec<u8>, headers: Headers, timeout: Duration) -> Result<Vec<u8>, Failure> {
+        let mut map = wire::headers_to(&headers);
+        map.insert(wire::TIMEOUT_HEADER, timeout.as_millis().to_string().as_str());
+        let request = async_nats::Request::new().payload(Bytes::from(payload)).headers(map).timeout(Some(timeout));
+        let reply = self.client.send_request(self.wire.call(name), request).await.map_err(|e| request_failure(name, e, timeout))?;
+        match wire::failure_from(reply.headers.as_ref()) {
+            Some(failure) => Err(failure),
+            None => Ok(reply.payload.to_vec()),
+        }
+    }
+
+    async fn enqueue(&self, name: &str, payload: Vec<u8>, headers: Headers) -> Result<Receipt, Failure> {
+        dispatch::enqueue(self, name, payload, headers).await
+    }
+
+    async fn publish(&self, name: &str, payload: Vec<u8>, headers: Headers, fanout: Fanout) -> Result<(), Failure> {
+        let subject = match fanout {
+            Fanout::All => self.wire.event(name),
+            Fanout::PerGroup => self.wire.publish(name),
+        };
+        self.client
+            .publish_with_headers(subject, wire::headers_to(&headers), Bytes::from(payload))
+            .await
+            .map_err(|e| publish_failure("the event", e))
+    }
+
+    async fn stats(&self) -> Result<Vec<NameStats>, DriverError> {
+        discovery::stats(self).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, DriverError> {
+        discovery::nodes(self).await
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceInfo>, DriverError> {
+        discovery::services(self).await
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, DriverError> {
+        dispatch::dead_letters(self).await
+    }
+
+    async fn replay_dead_letters(&self, name: &str) -> Result<usize, DriverError> {
+        dispatch::take_dead_letters(self, name, true).await
+    }
+
+    async fn drop_dead_letters(&self, name: &str) -> Result<usize, DriverError> {
+        dispatch::take_dead_letters(self, name, false).await
+    }
+}
