@@ -152,7 +152,8 @@ impl NodeBuilder {
         for conn in &core.config.connections {
             let driver = match self.drivers.get(&conn.driver) {
                 Some(d) => d.clone(),
-                None => builtin_driver(&conn.driver).map_err(|error| StartError::Connect { name: conn.name.clone(), error })?,
+                None => builtin_driver(&conn.driver)
+                    .map_err(|error| StartError::Connect { name: conn.name.clone(), error })?,
             };
             let inbound: Arc<dyn Inbound> = core.clone();
             let c = driver
@@ -165,7 +166,10 @@ impl NodeBuilder {
                         let spec = core
                             .registry
                             .lookup(kind, &name)
-                            .map(|r| ServiceSpec { retry: r.handler.policy.retry.clone(), timeout: r.handler.policy.timeout })
+                            .map(|r| ServiceSpec {
+                                retry: r.handler.policy.retry.clone(),
+                                timeout: r.handler.policy.timeout,
+                            })
                             .unwrap_or(ServiceSpec { retry: Vec::new(), timeout: core.config.handlers.timeout });
                         c.register_service(&name, &spec).await
                     }

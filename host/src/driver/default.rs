@@ -231,7 +231,11 @@ impl Connection for DefaultConnection {
     }
 
     async fn register_service(&self, name: &str, spec: &ServiceSpec) -> Result<(), DriverError> {
-        self.member.services.write().unwrap_or_else(|e| e.into_inner()).insert(name.into(), spec.retry.as_slice().into());
+        self.member
+            .services
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.into(), spec.retry.as_slice().into());
         Ok(())
     }
 

@@ -27,13 +27,15 @@ const GATHER: Duration = Duration::from_secs(2);
 
 /// The micro service name of a project: `^[a-zA-Z0-9_-]+$`.
 pub(super) fn service_name(project: &str) -> String {
-    let name: String = project.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let name: String =
+        project.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     if name.is_empty() { "busbar".into() } else { name }
 }
 
 /// The endpoint name of a bus name (`order.paid` → `order-paid`; events get `-event`).
 fn endpoint_name(name: &str, kind: Kind) -> String {
-    let base: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+    let base: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
     match kind {
         Kind::Service => base,
         Kind::Message => format!("{base}-event"),
@@ -57,8 +59,20 @@ impl NatsConnection {
 
     /// The node's names, as (name, kind), sorted.
     fn names(&self) -> Vec<(String, Kind)> {
-        let services = self.services.lock().unwrap_or_else(|e| e.into_inner()).keys().map(|n| (n.clone(), Kind::Service)).collect::<Vec<_>>();
-        let messages = self.messages.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|n| (n.clone(), Kind::Message)).collect::<Vec<_>>();
+        let services = self
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .map(|n| (n.clone(), Kind::Service))
+            .collect::<Vec<_>>();
+        let messages = self
+            .messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|n| (n.clone(), Kind::Message))
+            .collect::<Vec<_>>();
         services.into_iter().chain(messages).collect()
     }
 
@@ -124,7 +138,8 @@ impl NatsConnection {
 
 /// Answers `$SRV.*` for this node until the connection stops.
 pub(super) async fn serve(conn: &Arc<NatsConnection>) -> Result<(), DriverError> {
-    let subscriber = conn.client.subscribe("$SRV.>").await.map_err(|e| DriverError(format!("subscribing to $SRV.>: {e}")))?;
+    let subscriber =
+        conn.client.subscribe("$SRV.>").await.map_err(|e| DriverError(format!("subscribing to $SRV.>: {e}")))?;
     conn.tasks.spawn(conn.clone().pump(subscriber, |conn, msg| async move {
         let tokens: Vec<&str> = msg.subject.split('.').collect();
         let ours = service_name(&conn.node.project);
@@ -151,7 +166,9 @@ async fn gather(conn: &NatsConnection, verb: &str) -> Result<Vec<Value>, DriverE
     conn.client.publish_with_reply(subject, inbox, Bytes::new()).await.map_err(|e| DriverError(e.to_string()))?;
     let until = Instant::now() + GATHER;
     let mut out = Vec::new();
-    while let Ok(Some(msg)) = tokio::time::timeout(QUIET.min(until.saturating_duration_since(Instant::now())), replies.next()).await {
+    while let Ok(Some(msg)) =
+        tokio::time::timeout(QUIET.min(until.saturating_duration_since(Instant::now())), replies.next()).await
+    {
         match serde_json::from_slice::<Value>(&msg.payload) {
             Ok(v) if v["metadata"]["busbar"].is_string() => out.push(v),
             _ => {}

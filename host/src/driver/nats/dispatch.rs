@@ -56,20 +56,32 @@ pub(super) async fn ensure_streams(js: &async_nats::jetstream::Context, wire: &W
 }
 
 /// Queues a dispatch; returns once JetStream has stored it.
-pub(super) async fn enqueue(conn: &NatsConnection, name: &str, payload: Vec<u8>, headers: Headers) -> Result<Receipt, Failure> {
+pub(super) async fn enqueue(
+    conn: &NatsConnection,
+    name: &str,
+    payload: Vec<u8>,
+    headers: Headers,
+) -> Result<Receipt, Failure> {
     let id = nuid::next().to_string();
     let mut map = wire::headers_to(&headers);
     map.insert(wire::MSG_ID, id.as_str());
     map.insert(wire::DISPATCH_ID, id.as_str());
-    let refused = |e: &dyn std::fmt::Display| Failure::new(FailureClass::Retry, format!("JetStream did not accept the dispatch to `{name}`: {e}"));
-    let ack = conn.js.publish_with_headers(conn.wire.queue(name), map, Bytes::from(payload)).await.map_err(|e| refused(&e))?;
+    let refused = |e: &dyn std::fmt::Display| {
+        Failure::new(FailureClass::Retry, format!("JetStream did not accept the dispatch to `{name}`: {e}"))
+    };
+    let ack = conn
+        .js
+        .publish_with_headers(conn.wire.queue(name), map, Bytes::from(payload))
+        .await
+        .map_err(|e| refused(&e))?;
     ack.await.map_err(|e| refused(&e))?;
     Ok(Receipt { id, outcome: None })
 }
 
 /// Starts consuming the work queue of service `name`.
 pub(super) async fn serve_queue(conn: &Arc<NatsConnection>, name: &str, spec: &ServiceSpec) -> Result<(), DriverError> {
-    let stream = conn.js.get_stream(&conn.wire.queue_stream).await.map_err(|e| js_error("opening the work queue", e))?;
+    let stream =
+        conn.js.get_stream(&conn.wire.queue_stream).await.map_err(|e| js_error("opening the work queue", e))?;
     let durable = conn.wire.consumer(name);
     let consumer: async_nats::jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
@@ -120,11 +132,7 @@ async fn run(conn: &NatsConnection, name: &str, spec: &ServiceSpec, msg: async_n
         is_final,
         deadline: None,
     };
-    let failure = match conn.deliver(envelope).await {
-        Ok(_) => None,
-        Err(f) => Some(f),
-    };
-    let recorded = match failure {
+    let recorded = match conn.deliver(envelope).await.err() {
         None => msg.ack().await,
         Some(f) if f.retryable() && !is_final => {
             let delay = delivery::retry_delay(&spec.retry, attempt);
@@ -159,14 +167,19 @@ async fn bury(
     }
     map.insert(wire::DEAD_ATTEMPTS, attempts.to_string().as_str());
     map.insert(wire::DEAD_AT, rfc3339(SystemTime::now()).as_str());
-    let ack = conn.js.publish_with_headers(conn.wire.dead(name), map, msg.payload.clone()).await.map_err(|e| e.to_string())?;
+    let ack = conn
+        .js
+        .publish_with_headers(conn.wire.dead(name), map, msg.payload.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     ack.await.map_err(|e| e.to_string())?;
     Ok(())
 }
 
 /// Every dead letter, oldest first, with its stream sequence.
 async fn read_dead(conn: &NatsConnection) -> Result<Vec<(u64, DeadLetter)>, DriverError> {
-    let mut stream = conn.js.get_stream(&conn.wire.dead_stream).await.map_err(|e| js_error("opening the dead letters", e))?;
+    let mut stream =
+        conn.js.get_stream(&conn.wire.dead_stream).await.map_err(|e| js_error("opening the dead letters", e))?;
     let state = stream.info().await.map_err(|e| js_error("reading the dead letters", e))?.state.clone();
     let mut out = Vec::new();
     if state.messages == 0 {
@@ -178,7 +191,10 @@ async fn read_dead(conn: &NatsConnection) -> Result<Vec<(u64, DeadLetter)>, Driv
         let headers = Some(&raw.headers);
         let failure = wire::failure_from(headers).unwrap_or_else(|| Failure::new(FailureClass::Failed, "unknown"));
         let dead_keys = [wire::CLASS_HEADER, wire::DEAD_ATTEMPTS, wire::DEAD_AT, wire::DISPATCH_ID];
-        let metadata = wire::headers_from(headers).into_iter().filter(|(k, _)| !dead_keys.iter().any(|d| k.eq_ignore_ascii_case(d))).collect();
+        let metadata = wire::headers_from(headers)
+            .into_iter()
+            .filter(|(k, _)| !dead_keys.iter().any(|d| k.eq_ignore_ascii_case(d)))
+            .collect();
         out.push((
             seq,
             DeadLetter {
@@ -202,7 +218,8 @@ pub(super) async fn dead_letters(conn: &NatsConnection) -> Result<Vec<DeadLetter
 
 /// Removes the dead letters of `name`, queuing them again first when `replay`.
 pub(super) async fn take_dead_letters(conn: &NatsConnection, name: &str, replay: bool) -> Result<usize, DriverError> {
-    let stream = conn.js.get_stream(&conn.wire.dead_stream).await.map_err(|e| js_error("opening the dead letters", e))?;
+    let stream =
+        conn.js.get_stream(&conn.wire.dead_stream).await.map_err(|e| js_error("opening the dead letters", e))?;
     let mut count = 0;
     for (seq, letter) in read_dead(conn).await?.into_iter().filter(|(_, d)| d.name == name) {
         if replay {

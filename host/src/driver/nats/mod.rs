@@ -118,7 +118,9 @@ impl Driver for NatsDriver {
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client)
         })
         .await
-        .map_err(|_| DriverError(format!("no NATS server answered at {} within 10s; is nats-server running?", urls.join(", "))))?
+        .map_err(|_| {
+            DriverError(format!("no NATS server answered at {} within 10s; is nats-server running?", urls.join(", ")))
+        })?
         .map_err(|e| DriverError(format!("cannot connect to NATS at {}: {e}", urls.join(", "))))?;
         let prefix = if config.prefix.is_empty() { format!("{}.", node.project) } else { config.prefix.clone() };
         let wire = Wire::new(&prefix);
@@ -194,7 +196,8 @@ impl NatsConnection {
             tracing::debug!(%name, "call without a reply subject ignored");
             return;
         };
-        let mut envelope = Envelope::once(name, Mode::Call, msg.payload.to_vec(), wire::headers_from(msg.headers.as_ref()));
+        let mut envelope =
+            Envelope::once(name, Mode::Call, msg.payload.to_vec(), wire::headers_from(msg.headers.as_ref()));
         if let Some(ms) = wire::get(msg.headers.as_ref(), wire::TIMEOUT_HEADER).and_then(|v| v.parse().ok()) {
             envelope.deadline = Some(Instant::now() + Duration::from_millis(ms));
         }
@@ -204,13 +207,18 @@ impl NatsConnection {
                 let size = body.len();
                 match self.client.publish(reply.clone(), Bytes::from(body)).await {
                     Err(e) => {
-                        let failure = Failure::new(FailureClass::Failed, format!("the reply of {size} bytes could not be sent: {e}"));
+                        let failure = Failure::new(
+                            FailureClass::Failed,
+                            format!("the reply of {size} bytes could not be sent: {e}"),
+                        );
                         self.client.publish_with_headers(reply, wire::failure_headers(&failure), Bytes::new()).await
                     }
                     ok => ok,
                 }
             }
-            Err(failure) => self.client.publish_with_headers(reply, wire::failure_headers(&failure), Bytes::new()).await,
+            Err(failure) => {
+                self.client.publish_with_headers(reply, wire::failure_headers(&failure), Bytes::new()).await
+            }
         };
         if let Err(e) = sent {
             tracing::warn!(%name, "could not answer a call: {e}");
@@ -221,7 +229,11 @@ impl NatsConnection {
     async fn serve_events(self: &Arc<Self>, name: &str) -> Result<(), DriverError> {
         let broadcast = self.wire.event(name);
         let rolecast = self.wire.publish(name);
-        let all = self.client.subscribe(broadcast.clone()).await.map_err(|e| DriverError(format!("subscribing to {broadcast}: {e}")))?;
+        let all = self
+            .client
+            .subscribe(broadcast.clone())
+            .await
+            .map_err(|e| DriverError(format!("subscribing to {broadcast}: {e}")))?;
         let one = self
             .client
             .queue_subscribe(rolecast.clone(), self.group.clone())
@@ -230,7 +242,8 @@ impl NatsConnection {
         for (subscriber, mode) in [(all, Mode::Broadcast), (one, Mode::Rolecast)] {
             let name = name.to_string();
             self.tasks.spawn(self.clone().pump(subscriber, move |conn, msg| {
-                let envelope = Envelope::once(&name, mode, msg.payload.to_vec(), wire::headers_from(msg.headers.as_ref()));
+                let envelope =
+                    Envelope::once(&name, mode, msg.payload.to_vec(), wire::headers_from(msg.headers.as_ref()));
                 async move {
                     let _ = conn.deliver(envelope).await;
                 }
@@ -291,7 +304,9 @@ fn request_failure(name: &str, error: async_nats::RequestError, timeout: Duratio
     use async_nats::RequestErrorKind as K;
     match error.kind() {
         K::NoResponders => Failure::not_found(name),
-        K::TimedOut => Failure::new(FailureClass::Timeout, format!("no reply from `{name}` within {}ms", timeout.as_millis())),
+        K::TimedOut => {
+            Failure::new(FailureClass::Timeout, format!("no reply from `{name}` within {}ms", timeout.as_millis()))
+        }
         _ => Failure::new(FailureClass::Retry, format!("calling `{name}` over NATS failed: {error}")),
     }
 }
@@ -307,8 +322,13 @@ impl Connection for NatsConnection {
         if self.started.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let services: Vec<(String, ServiceSpec)> =
-            self.services.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(n, s)| (n.clone(), s.clone())).collect();
+        let services: Vec<(String, ServiceSpec)> = self
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
         let messages: Vec<String> = self.messages.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
         for (name, spec) in &services {
             me.serve(name, Some(spec)).await?;
@@ -355,11 +375,21 @@ impl Connection for NatsConnection {
         Ok(())
     }
 
-    async fn request(&self, name: &str, payload: Vec<u8>, headers: Headers, timeout: Duration) -> Result<Vec<u8>, Failure> {
+    async fn request(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        headers: Headers,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Failure> {
         let mut map = wire::headers_to(&headers);
         map.insert(wire::TIMEOUT_HEADER, timeout.as_millis().to_string().as_str());
         let request = async_nats::Request::new().payload(Bytes::from(payload)).headers(map).timeout(Some(timeout));
-        let reply = self.client.send_request(self.wire.call(name), request).await.map_err(|e| request_failure(name, e, timeout))?;
+        let reply = self
+            .client
+            .send_request(self.wire.call(name), request)
+            .await
+            .map_err(|e| request_failure(name, e, timeout))?;
         match wire::failure_from(reply.headers.as_ref()) {
             Some(failure) => Err(failure),
             None => Ok(reply.payload.to_vec()),

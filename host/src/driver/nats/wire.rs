@@ -50,8 +50,11 @@ pub struct Wire {
 impl Wire {
     /// The names for `prefix` (which ends with a dot).
     pub fn new(prefix: &str) -> Self {
-        let base: String =
-            prefix.trim_end_matches('.').chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+        let base: String = prefix
+            .trim_end_matches('.')
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+            .collect();
         Self { prefix: prefix.into(), queue_stream: format!("{base}_QUEUE"), dead_stream: format!("{base}_DEAD") }
     }
 
