@@ -7,4 +7,5 @@
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
+pub mod nats;
 pub mod support;

@@ -126,3 +126,45 @@ pub fn capture_logs() -> Logs {
         .clone();
     Logs(buffer)
 }
+
+/// The config of a node named `id` in group `group` on the NATS server at `url`
+/// (project `shop`, so subjects are `call.shop.<name>` and so on).
+pub fn nats_config(url: &str, id: &str, group: &str, extra: &str) -> String {
+    format!(
+        "[node]\nid = \"{id}\"\nproject = \"shop\"\n{extra}\n[bus]\ndriver = \"nats\"\ngroup = \"{group}\"\nsetting = {{ url = \"{url}\" }}\n"
+    )
+}
+
+/// Starts a node serving `folder` on the NATS server at `url`.
+pub async fn start_nats(url: &str, folder: &Folder, id: &str, group: &str, extra: &str) -> (Node, LoadReport) {
+    let mut config = Config::parse(&nats_config(url, id, group, extra), Path::new("test.toml")).expect("valid config");
+    config.node.handlers = folder.path().to_path_buf();
+    NodeBuilder::new(config).runtime(runtime()).start().await.expect("node starts on NATS")
+}
+
+/// A client (serves nothing) on the NATS server at `url`.
+pub async fn nats_client(url: &str) -> Node {
+    let config = Config::parse(&nats_config(url, "client", "", ""), Path::new("test.toml")).expect("valid config");
+    NodeBuilder::new(config).runtime(runtime()).client().start().await.expect("client connects").0
+}
+
+/// Waits until `check` holds, polling every 10 ms, for at most `limit`;
+/// returns whether it held. For outcomes that arrive asynchronously
+/// (events, dispatches), where there is no reply to wait for.
+pub async fn eventually(limit: std::time::Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Requests served for `name` on `node`.
+pub fn served(node: &Node, name: &str) -> u64 {
+    node.local_stats().iter().find(|s| s.name == name).map_or(0, |s| s.requests)
+}

@@ -8,5 +8,6 @@ mod config;
 mod deliveries;
 mod failures;
 mod folder;
+mod nats;
 mod retries;
 mod sandbox;
