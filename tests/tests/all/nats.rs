@@ -220,6 +220,24 @@ async fn discovery_replies_have_the_nats_micro_shape() {
     assert_eq!(ping["metadata"]["project"], "shop");
 }
 
+/// Runs `busbar run` as its own process, serving `folder` on `server` as node `id`.
+fn spawn_node(server: &NatsServer, folder: &Folder, id: &str) -> std::process::Child {
+    let config = folder.path().join(format!("{id}.toml"));
+    std::fs::write(&config, busbar_tests::support::nats_config(&server.url(), id, "", "")).expect("write config");
+    std::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args([
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--handlers",
+            folder.path().to_str().expect("utf-8"),
+            "run",
+        ])
+        .env("XDG_CACHE_HOME", std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-cli-cache"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("busbar runs")
+}
+
 /// The work-queue consumer of `name` has a delivery in flight (delivered, not acked).
 async fn in_flight(server: &NatsServer, name: &str) -> u64 {
     let js = async_nats::jetstream::new(server.client().await);
@@ -237,20 +255,7 @@ async fn a_node_killed_mid_dispatch_loses_nothing() {
     let server = NatsServer::start();
     let folder = Folder::with(&["slow"]);
     folder.sidecar("slow", "timeout = \"2s\"\n");
-    let config = folder.path().join("node.toml");
-    std::fs::write(&config, busbar_tests::support::nats_config(&server.url(), "doomed", "", "")).expect("write config");
-    let mut doomed = std::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
-        .args([
-            "--config",
-            config.to_str().expect("utf-8"),
-            "--handlers",
-            folder.path().to_str().expect("utf-8"),
-            "run",
-        ])
-        .env("XDG_CACHE_HOME", std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-cli-cache"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("busbar runs");
+    let mut doomed = spawn_node(&server, &folder, "doomed");
     let client = nats_client(&server.url()).await;
     assert!(
         eventually(WAIT, async || client.nodes().await.is_ok_and(|n| n.len() == 1)).await,
@@ -293,4 +298,30 @@ async fn a_server_restart_under_load_loses_no_accepted_dispatch() {
         served(&node, "echo")
     );
     assert_eq!(client.call("echo", b"after".to_vec(), SECOND).await, Ok(b"after".to_vec()), "calls work again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_work_and_leaves_discovery() {
+    let server = NatsServer::start();
+    let folder = Folder::with(&["slow"]);
+    let mut node = spawn_node(&server, &folder, "leaving");
+    let client = nats_client(&server.url()).await;
+    assert!(
+        eventually(WAIT, async || client.nodes().await.is_ok_and(|n| n.len() == 1)).await,
+        "the node never came up"
+    );
+
+    client.dispatch("slow", b"1000".to_vec()).await.expect("accepted");
+    assert!(eventually(WAIT, async || in_flight(&server, "slow").await == 1).await, "the node never took the job");
+    let pid = node.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
+    let exit = tokio::task::spawn_blocking(move || node.wait()).await.expect("joined").expect("reaped");
+    assert_eq!(exit.code(), Some(0), "a clean stop");
+
+    // The job in flight was finished and acknowledged, not left to be redelivered.
+    let js = async_nats::jetstream::new(server.client().await);
+    let mut queue = js.get_stream("SHOP_QUEUE").await.expect("the work queue");
+    assert_eq!(queue.info().await.expect("info").state.messages, 0, "the in-flight job was abandoned");
+    assert_eq!(in_flight(&server, "slow").await, 0);
+    assert!(client.nodes().await.expect("nodes").is_empty(), "the stopped node still answers discovery");
 }
