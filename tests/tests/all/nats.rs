@@ -325,3 +325,17 @@ async fn sigterm_finishes_in_flight_work_and_leaves_discovery() {
     assert_eq!(in_flight(&server, "slow").await, 0);
     assert!(client.nodes().await.expect("nodes").is_empty(), "the stopped node still answers discovery");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_payload_is_refused_as_invalid_not_a_hang() {
+    let server = NatsServer::start();
+    let (_node, _) = start_nats(&server.url(), &Folder::with(&["echo"]), "a", "", "").await;
+    let client = nats_client(&server.url()).await;
+    let huge = vec![7u8; 2 << 20]; // the server's max_payload is 1 MiB
+    let started = Instant::now();
+    assert_eq!(client.call("echo", huge.clone(), SECOND).await.unwrap_err().class, FailureClass::Invalid);
+    let refused = client.dispatch("echo", huge).await.unwrap_err();
+    assert_eq!(refused.class, FailureClass::Invalid, "{refused}");
+    assert!(started.elapsed() < SECOND, "refused only after {:?}", started.elapsed());
+    assert_eq!(client.call("echo", b"small".to_vec(), SECOND).await, Ok(b"small".to_vec()), "the connection survives");
+}

@@ -66,15 +66,13 @@ pub(super) async fn enqueue(
     let mut map = wire::headers_to(&headers);
     map.insert(wire::MSG_ID, id.as_str());
     map.insert(wire::DISPATCH_ID, id.as_str());
-    let refused = |e: &dyn std::fmt::Display| {
-        Failure::new(FailureClass::Retry, format!("JetStream did not accept the dispatch to `{name}`: {e}"))
+    let refused = |e: async_nats::jetstream::context::PublishError| {
+        use async_nats::jetstream::context::PublishErrorKind as K;
+        let class = if e.kind() == K::MaxPayloadExceeded { FailureClass::Invalid } else { FailureClass::Retry };
+        Failure::new(class, format!("JetStream did not accept the dispatch to `{name}`: {e}"))
     };
-    let ack = conn
-        .js
-        .publish_with_headers(conn.wire.queue(name), map, Bytes::from(payload))
-        .await
-        .map_err(|e| refused(&e))?;
-    ack.await.map_err(|e| refused(&e))?;
+    let ack = conn.js.publish_with_headers(conn.wire.queue(name), map, Bytes::from(payload)).await.map_err(refused)?;
+    ack.await.map_err(refused)?;
     Ok(Receipt { id, outcome: None })
 }
 

@@ -304,6 +304,9 @@ fn request_failure(name: &str, error: async_nats::RequestError, timeout: Duratio
     use async_nats::RequestErrorKind as K;
     match error.kind() {
         K::NoResponders => Failure::not_found(name),
+        K::MaxPayloadExceeded | K::InvalidSubject => {
+            Failure::new(FailureClass::Invalid, format!("the call to `{name}` cannot be sent: {error}"))
+        }
         K::TimedOut => {
             Failure::new(FailureClass::Timeout, format!("no reply from `{name}` within {}ms", timeout.as_millis()))
         }
@@ -311,8 +314,13 @@ fn request_failure(name: &str, error: async_nats::RequestError, timeout: Duratio
     }
 }
 
-fn publish_failure(what: &str, error: impl std::fmt::Display) -> Failure {
-    Failure::new(FailureClass::Retry, format!("{what} could not be sent over NATS: {error}"))
+fn publish_failure(what: &str, error: async_nats::PublishError) -> Failure {
+    use async_nats::client::PublishErrorKind as K;
+    let class = match error.kind() {
+        K::MaxPayloadExceeded | K::InvalidSubject => FailureClass::Invalid,
+        _ => FailureClass::Retry,
+    };
+    Failure::new(class, format!("{what} could not be sent over NATS: {error}"))
 }
 
 #[async_trait::async_trait]
