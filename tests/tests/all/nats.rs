@@ -266,6 +266,7 @@ async fn a_node_killed_mid_dispatch_loses_nothing() {
     assert!(eventually(WAIT, async || in_flight(&server, "slow").await == 1).await, "the node never took the job");
     doomed.kill().expect("kill -9 the node mid-handler");
     doomed.wait().expect("reaped");
+    assert!(client.nodes().await.expect("nodes").is_empty(), "a crashed node is gone from discovery");
 
     // Another node picks the job up once the dead node's ack wait (timeout + 5 s) runs out.
     let (survivor, _) = start_nats(&server.url(), &folder, "survivor", "", "").await;
