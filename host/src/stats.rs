@@ -125,7 +125,7 @@ pub struct ServiceInfo {
     pub nodes: Vec<String>,
 }
 
-/// RFC 3339 UTC with seconds, e.g. `2026-11-25T08:25:53Z`.
+/// RFC 3339 UTC with milliseconds, e.g. `2026-11-25T08:25:53.123Z`.
 pub fn rfc3339(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    humantime::format_rfc3339_millis(t).to_string()
 }

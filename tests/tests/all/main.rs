@@ -9,5 +9,6 @@ mod deliveries;
 mod failures;
 mod folder;
 mod nats;
+mod nats_interop;
 mod retries;
 mod sandbox;

@@ -77,19 +77,19 @@ impl NatsConnection {
     }
 
     fn endpoint(&self, name: &str, kind: Kind) -> Value {
+        // Every endpoint names a queue group (stock clients such as nats-py
+        // require the key): calls share `busbar`; a broadcast has none.
         let (subject, queue_group) = match kind {
-            Kind::Service => (self.wire.call(name), CALL_GROUP.to_string()),
-            Kind::Message => (self.wire.event(name), String::new()),
+            Kind::Service => (self.wire.call(name), CALL_GROUP),
+            Kind::Message => (self.wire.event(name), ""),
         };
         let kind_name = if kind == Kind::Service { "service" } else { "message" };
-        let mut endpoint = json!({
+        let endpoint = json!({
             "name": endpoint_name(name, kind),
             "subject": subject,
+            "queue_group": queue_group,
             "metadata": { "name": name, "kind": kind_name },
         });
-        if !queue_group.is_empty() {
-            endpoint["queue_group"] = json!(queue_group);
-        }
         endpoint
     }
 
@@ -126,6 +126,7 @@ impl NatsConnection {
                         e["last_error"] = json!("");
                         e["processing_time"] = json!(s.map_or(0, |s| s.total_ns));
                         e["average_processing_time"] = json!(s.map_or(0, |s| s.average_ns));
+                        e["data"] = json!({});
                         e
                     })
                     .collect();
