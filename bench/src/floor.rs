@@ -72,6 +72,8 @@ pub struct Floor {
     indices: service::GuestIndices,
     deadline_ticks: u64,
     _ticker: busbar::runtime::EpochTicker,
+    /// Idle instances of [`Floor::call_reused`].
+    reuse: std::sync::Mutex<Vec<(Store<State>, service::Guest)>>,
 }
 
 impl Floor {
@@ -89,7 +91,42 @@ impl Floor {
         let indices = service::GuestIndices::new(&pre)?;
         let ticker = busbar::runtime::EpochTicker::start(&engine)?;
         let deadline_ticks = u64::try_from(timeout.as_nanos() / EPOCH_TICK.as_nanos().max(1))?.max(1);
-        Ok(Self { engine, pre, indices, deadline_ticks, _ticker: ticker })
+        Ok(Self { engine, pre, indices, deadline_ticks, _ticker: ticker, reuse: Default::default() })
+    }
+
+    /// One call of the service export in an instance reused from earlier
+    /// calls (a new one only when every instance is busy): what an
+    /// invocation costs without instantiation and without the store's
+    /// reset. Not busbar's model (every call gets a fresh instance), but a
+    /// bound on what reusing instances would save.
+    pub async fn call_reused(&self, name: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let taken = self.reuse.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let (mut store, guest) = match taken {
+            Some(x) => x,
+            None => {
+                let mut store =
+                    Store::new(&self.engine, State { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+                store.set_epoch_deadline(self.deadline_ticks);
+                let instance = self.pre.instantiate_async(&mut store).await?;
+                let guest = self.indices.load(&mut store, &instance)?;
+                (store, guest)
+            }
+        };
+        store.set_epoch_deadline(self.deadline_ticks);
+        let ctx = types::Context {
+            name: name.to_string(),
+            delivery: types::Delivery::Call,
+            attempt: 1,
+            final_: true,
+            time_left_ms: self.deadline_ticks * EPOCH_TICK.as_millis() as u64,
+            headers: Vec::new(),
+        };
+        let r = guest.call_handle(&mut store, &ctx, payload).await?;
+        self.reuse.lock().unwrap_or_else(|e| e.into_inner()).push((store, guest));
+        match r {
+            Ok(reply) => Ok(reply),
+            Err(failure) => anyhow::bail!("the handler failed: {failure:?}"),
+        }
     }
 
     /// One call of the service export in a fresh store and instance.

@@ -2,13 +2,16 @@
 //! (the tables of `BENCHMARKS.md`).
 //!
 //! ```text
-//! cargo run --release -p busbar-bench -- [--quick] [--only call|startup|memory]
+//! cargo run --release -p busbar-bench -- [--quick] [--only call|startup|memory|nats-call|nats-dispatch]
 //! ```
 //!
 //! `--quick` uses small counts (a CI smoke run, well under a minute).
 //! For profilers: `--profile busbar|floor|native [CALLS] [--small-pool]`
 //! runs one contender of benchmark 1 alone (`--small-pool` shrinks both
-//! engines' pools so that valgrind can map them).
+//! engines' pools so that valgrind can map them);
+//! `--profile nats-call-busbar|native|busbar-client|native-floor|native-floor-reused [REQUESTS]`
+//! and `--profile nats-dispatch-busbar|native|native-work [JOBS]` run one
+//! contender of benchmark 4 or 5 alone.
 //! Progress goes to stderr, the results to stdout.
 //!
 //! Each benchmark is a module with the same shape: build what it needs, run,
@@ -17,6 +20,8 @@
 mod call;
 mod floor;
 mod memory;
+mod nats_call;
+mod nats_dispatch;
 mod startup;
 mod stats;
 
@@ -31,15 +36,33 @@ struct Sizes {
     call: Vec<call::Plan>,
     /// Benchmarks 2 and 3: handlers in the folder.
     handlers: usize,
+    /// Benchmark 4.
+    nats_call: nats_call::Plan,
+    /// Benchmark 5.
+    nats_dispatch: nats_dispatch::Plan,
 }
 
 impl Sizes {
     fn new(quick: bool) -> Self {
         let plan = |concurrency, calls, warmup, rounds| call::Plan { concurrency, calls, warmup, rounds };
+        let nats_call = |requests, warmup, rounds| nats_call::Plan { concurrency: 32, requests, warmup, rounds };
+        let nats_dispatch = |jobs, warmup, rounds| nats_dispatch::Plan { jobs, warmup, publishers: 32, rounds };
         if quick {
-            Self { quick, call: vec![plan(2, 3_000, 300, 3), plan(16, 3_000, 300, 3)], handlers: 100 }
+            Self {
+                quick,
+                call: vec![plan(2, 3_000, 300, 3), plan(16, 3_000, 300, 3)],
+                handlers: 100,
+                nats_call: nats_call(2_000, 200, 2),
+                nats_dispatch: nats_dispatch(1_000, 100, 1),
+            }
         } else {
-            Self { quick, call: vec![plan(2, 200_000, 5_000, 5), plan(16, 200_000, 5_000, 5)], handlers: 100 }
+            Self {
+                quick,
+                call: vec![plan(2, 200_000, 5_000, 5), plan(16, 200_000, 5_000, 5)],
+                handlers: 100,
+                nats_call: nats_call(100_000, 5_000, 5),
+                nats_dispatch: nats_dispatch(10_000, 500, 3),
+            }
         }
     }
 }
@@ -77,6 +100,9 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), {mem} RAM, Linux {kernel}")
 }
 
+/// The benchmarks `--only` selects.
+const ONLY: &str = "call|startup|memory|nats-call|nats-dispatch";
+
 fn main() -> anyhow::Result<()> {
     let mut quick = false;
     let mut only: Option<String> = None;
@@ -95,13 +121,16 @@ fn main() -> anyhow::Result<()> {
                 profile = Some((who, calls));
             }
             "-h" | "--help" => {
-                println!("usage: busbar-bench [--quick] [--only call|startup|memory]");
+                println!("usage: busbar-bench [--quick] [--only {ONLY}]");
                 return Ok(());
             }
             other => {
-                anyhow::bail!("unknown argument `{other}`; usage: busbar-bench [--quick] [--only call|startup|memory]")
+                anyhow::bail!("unknown argument `{other}`; usage: busbar-bench [--quick] [--only {ONLY}]")
             }
         }
+    }
+    if let Some(o) = only.as_deref() {
+        anyhow::ensure!(ONLY.split('|').any(|n| n == o), "unknown benchmark `{o}`; --only {ONLY}");
     }
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let sizes = Sizes::new(quick);
@@ -109,6 +138,12 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
 
     if let Some((who, calls)) = profile {
+        if let Some(who) = who.strip_prefix("nats-call-") {
+            return rt.block_on(nats_call::profile(who, calls, sizes.nats_call));
+        }
+        if let Some(who) = who.strip_prefix("nats-dispatch-") {
+            return rt.block_on(nats_dispatch::profile(who, calls, sizes.nats_dispatch));
+        }
         return rt.block_on(call::profile(&who, calls, small_pool));
     }
 
@@ -134,6 +169,14 @@ fn main() -> anyhow::Result<()> {
     if run("memory") {
         eprintln!("bench: 3. idle RSS with {handlers} handlers");
         bench_memory(handlers, folder.path(), cache.path(), &mut out)?;
+    }
+    if run("nats-call") {
+        eprintln!("bench: 4. call over NATS");
+        rt.block_on(bench_nats_call(sizes.nats_call, &mut out))?;
+    }
+    if run("nats-dispatch") {
+        eprintln!("bench: 5. dispatch over NATS JetStream");
+        rt.block_on(bench_nats_dispatch(sizes.nats_dispatch, &mut out))?;
     }
     print!("{out}");
     Ok(())
@@ -288,5 +331,97 @@ fn bench_memory(n: usize, folder: &std::path::Path, cache: &std::path::Path, out
         "| **{n} handlers − baseline** | | | **{}** ({per:.0} KiB per handler) |\n",
         mib(loaded.rss_kib.saturating_sub(baseline.rss_kib))
     );
+    Ok(())
+}
+
+/// `nats-server vX.Y.Z (PATH)`, the server the NATS benchmarks start.
+fn nats_server() -> String {
+    format!(
+        "`nats-server` {} ({})",
+        busbar_tests::nats::server_version(),
+        busbar_tests::nats::server_binary().display()
+    )
+}
+
+async fn bench_nats_call(plan: nats_call::Plan, out: &mut String) -> anyhow::Result<()> {
+    let setup = nats_call::setup().await?;
+    let summaries = nats_call::measure(&setup.contenders, plan).await;
+    let _ = writeln!(out, "### 4. `call` of `echo` over NATS, {} B payload\n", nats_call::PAYLOAD);
+    let _ = writeln!(
+        out,
+        "{}, loopback, same 2 cores as the benchmark. Requesters: {} tasks on one async-nats client, tokio runtime with 2 workers (which also runs the busbar node and the native responder); {} measured requests per contender after {} warm-up requests, in {} interleaved rounds.\n",
+        nats_server(),
+        plan.concurrency,
+        thousands(plan.requests as f64),
+        thousands(plan.warmup as f64),
+        plan.rounds
+    );
+    let _ = writeln!(out, "| contender | p50 (µs) | p99 (µs) | req/s |\n|---|---:|---:|---:|");
+    for (c, s) in setup.contenders.iter().zip(&summaries) {
+        let _ = writeln!(out, "| {} | {} | {} | {} |", c.label(), micros(s.p50), micros(s.p99), thousands(s.per_sec));
+    }
+    let (busbar, native, floor) = (summaries[0], summaries[1], summaries[3]);
+    let ratio = busbar.per_sec / native.per_sec;
+    let _ = writeln!(
+        out,
+        "\nbusbar/native: throughput {ratio:.2}x, p50 {:.2}x, p99 {:.2}x. busbar / (native + raw-wasmtime `echo`, fresh instance): throughput {:.2}x.\n",
+        busbar.p50.as_secs_f64() / native.p50.as_secs_f64(),
+        busbar.p99.as_secs_f64() / native.p99.as_secs_f64(),
+        busbar.per_sec / floor.per_sec
+    );
+    targets_table(
+        out,
+        &[Target { what: "busbar req/s ≥ 0.9x native".into(), value: format!("{ratio:.2}x"), met: ratio >= 0.9 }],
+    );
+    out.push('\n');
+    setup.stop().await;
+    Ok(())
+}
+
+async fn bench_nats_dispatch(plan: nats_dispatch::Plan, out: &mut String) -> anyhow::Result<()> {
+    let totals = nats_dispatch::measure(plan).await?;
+    let [busbar, native, work] = totals;
+    let _ = writeln!(
+        out,
+        "### 5. Dispatch over NATS JetStream, {} jobs of {} B\n",
+        thousands(plan.jobs as f64),
+        nats_dispatch::PAYLOAD
+    );
+    let _ = writeln!(
+        out,
+        "{}, a fresh server per contender and round; WorkQueue stream, file storage, durable pull consumer, explicit ack per job. {} publisher tasks, each awaiting its publish ack (ack window {}); from the first publish to the last job handled (polled every {} ms), after {} warm-up jobs; {} interleaved rounds.\n",
+        nats_server(),
+        plan.publishers,
+        plan.publishers,
+        nats_dispatch::POLL.as_millis(),
+        thousands(plan.warmup as f64),
+        plan.rounds
+    );
+    let _ = writeln!(
+        out,
+        "| contender | jobs/s | slowest – fastest round | published/s (to the last ack) |\n|---|---:|---:|---:|"
+    );
+    for (kind, t) in nats_dispatch::Kind::ALL.into_iter().zip(totals) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} – {} | {} |",
+            kind.label(),
+            thousands(t.per_sec()),
+            thousands(t.worst),
+            thousands(t.best),
+            thousands(t.published_per_sec())
+        );
+    }
+    let ratio = busbar.per_sec() / native.per_sec();
+    let _ = writeln!(
+        out,
+        "\nbusbar/native: {ratio:.2}x. busbar / (native + busbar's work): {:.2}x.\n",
+        busbar.per_sec() / work.per_sec()
+    );
+    targets_table(
+        out,
+        &[Target { what: "busbar jobs/s ≥ 0.8x native".into(), value: format!("{ratio:.2}x"), met: ratio >= 0.8 }],
+    );
+    out.push('\n');
     Ok(())
 }

@@ -49,7 +49,30 @@ pub fn binary() -> anyhow::Result<(PathBuf, String)> {
     };
     let command = format!("cargo {}", args.join(" "));
     eprintln!("bench: {command} (for the memory benchmark; set BUSBAR_BIN to skip)");
-    let status = Command::new(cargo).args(args).current_dir(&root).status()?;
+    let mut build = Command::new(cargo);
+    build.args(args).current_dir(&root);
+    // `cargo run` gives this process the package variables of busbar-bench
+    // (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, …). Build scripts that declare
+    // `rerun-if-env-changed` on them (ring's does) would see them change
+    // between this build and the next plain one, so both would rebuild ring,
+    // rustls, async-nats and everything above them (≈ 25 s each in debug).
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                &*key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            build.env_remove(&*key);
+        }
+    }
+    let status = build.status()?;
     anyhow::ensure!(status.success(), "{command} failed ({status})");
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     Ok((target.join(profile).join("busbar"), format!("the {profile} binary, `target/{profile}/busbar`")))
