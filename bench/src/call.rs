@@ -138,21 +138,10 @@ async fn batch(contender: &Arc<Contender>, concurrency: usize, calls: usize) -> 
 
 /// Measures every contender under `plan`; summaries in `contenders` order.
 pub async fn measure(contenders: &[Arc<Contender>], plan: Plan) -> Vec<Summary> {
-    for c in contenders {
-        batch(c, plan.concurrency, plan.warmup).await;
-    }
-    let mut latencies = vec![Vec::with_capacity(plan.calls); contenders.len()];
-    let mut wall = vec![Duration::ZERO; contenders.len()];
-    let per_round = plan.calls.div_ceil(plan.rounds);
-    for round in 0..plan.rounds {
-        for k in 0..contenders.len() {
-            let i = (k + round) % contenders.len();
-            let (l, w) = batch(&contenders[i], plan.concurrency, per_round).await;
-            latencies[i].extend(l);
-            wall[i] += w;
-        }
-    }
-    latencies.into_iter().zip(wall).map(|(l, w)| Summary::of(l, w)).collect()
+    crate::stats::interleaved(contenders, plan.warmup, plan.calls, plan.rounds, async |c, n| {
+        batch(c, plan.concurrency, n).await
+    })
+    .await
 }
 
 /// Runs only `who` (`busbar`, `floor` or `native`) for `calls` calls at C = 2

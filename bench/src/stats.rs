@@ -53,3 +53,32 @@ pub fn thousands(n: f64) -> String {
     }
     out
 }
+
+/// Measures every contender: `warmup` calls each, then `total` calls each,
+/// split into `rounds` rounds with the contenders interleaved and their order
+/// rotated every round, so the machine's noise spreads over all of them.
+/// `batch(contender, n)` makes `n` calls and returns their latencies (ns)
+/// and wall time. Summaries come back in `contenders` order.
+pub async fn interleaved<C>(
+    contenders: &[C],
+    warmup: usize,
+    total: usize,
+    rounds: usize,
+    batch: impl AsyncFn(&C, usize) -> (Vec<u64>, Duration),
+) -> Vec<Summary> {
+    for c in contenders {
+        batch(c, warmup).await;
+    }
+    let mut latencies = vec![Vec::with_capacity(total); contenders.len()];
+    let mut wall = vec![Duration::ZERO; contenders.len()];
+    let per_round = total.div_ceil(rounds);
+    for round in 0..rounds {
+        for k in 0..contenders.len() {
+            let i = (k + round) % contenders.len();
+            let (l, w) = batch(&contenders[i], per_round).await;
+            latencies[i].extend(l);
+            wall[i] += w;
+        }
+    }
+    latencies.into_iter().zip(wall).map(|(l, w)| Summary::of(l, w)).collect()
+}
