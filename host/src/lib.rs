@@ -12,7 +12,8 @@
 //! - [`failure`]: failure classes and their retry rule, codes and exit codes.
 //! - [`delivery`]: the four delivery modes, the envelope, retry arithmetic.
 //! - [`driver`]: the `Driver`/`Connection`/`Inbound` traits;
-//!   [`driver::default`] is the in-process bus.
+//!   [`driver::default`] is the in-process bus, [`driver::nats`] the shared
+//!   NATS bus (wire contract, JetStream dispatch, micro discovery).
 //! - [`node`]: the bus core — loads handlers, registers names, delivers.
 //! - [`handlers`]: the handlers folder and sidecar policies.
 //! - [`registry`]: which handler serves which name.
