@@ -1,7 +1,7 @@
 //! The `nats` driver: busbar as one node of a shared NATS bus. Calls and
 //! events are core NATS (request/reply, queue groups); dispatch is durable on
-//! JetStream ([`dispatch`]); discovery speaks the NATS micro protocol
-//! ([`discovery`]). The wire contract is in [`wire`].
+//! JetStream (`dispatch.rs`); discovery speaks the NATS micro protocol
+//! (`discovery.rs`). The wire contract is in [`wire`].
 //!
 //! Settings (`[bus] setting = { … }`):
 //!
