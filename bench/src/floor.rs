@@ -113,14 +113,7 @@ impl Floor {
             }
         };
         store.set_epoch_deadline(self.deadline_ticks);
-        let ctx = types::Context {
-            name: name.to_string(),
-            delivery: types::Delivery::Call,
-            attempt: 1,
-            final_: true,
-            time_left_ms: self.deadline_ticks * EPOCH_TICK.as_millis() as u64,
-            headers: Vec::new(),
-        };
+        let ctx = self.context(name);
         let r = guest.call_handle(&mut store, &ctx, payload).await?;
         self.reuse.lock().unwrap_or_else(|e| e.into_inner()).push((store, guest));
         match r {
@@ -129,19 +122,24 @@ impl Floor {
         }
     }
 
-    /// One call of the service export in a fresh store and instance.
-    pub async fn call(&self, name: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let mut store =
-            Store::new(&self.engine, State { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
-        store.set_epoch_deadline(self.deadline_ticks);
-        let ctx = types::Context {
+    /// The context of a call of `name`, as busbar would pass it.
+    fn context(&self, name: &str) -> types::Context {
+        types::Context {
             name: name.to_string(),
             delivery: types::Delivery::Call,
             attempt: 1,
             final_: true,
             time_left_ms: self.deadline_ticks * EPOCH_TICK.as_millis() as u64,
             headers: Vec::new(),
-        };
+        }
+    }
+
+    /// One call of the service export in a fresh store and instance.
+    pub async fn call(&self, name: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let mut store =
+            Store::new(&self.engine, State { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+        store.set_epoch_deadline(self.deadline_ticks);
+        let ctx = self.context(name);
         let instance = self.pre.instantiate_async(&mut store).await?;
         let guest = self.indices.load(&mut store, &instance)?;
         match guest.call_handle(&mut store, &ctx, payload).await? {

@@ -6,7 +6,9 @@
 //! listener, rolecast to one listener per group. Nothing here survives the
 //! process: durable dispatch is the NATS driver's job.
 
-use super::{Connection, DeadLetter, DispatchOutcome, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec};
+use super::{
+    Connection, DRAIN, DeadLetter, DispatchOutcome, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec,
+};
 use crate::config::ConnectionConfig;
 use crate::delivery::{self, Envelope, Headers, Mode};
 use crate::failure::Failure;
@@ -16,9 +18,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::task::TaskTracker;
-
-/// How long `close` waits for events and dispatches still running.
-const DRAIN: Duration = Duration::from_secs(10);
 
 /// Dead letters kept per hub before the oldest are dropped (with a warning).
 const DEAD_LETTER_LIMIT: usize = 10_000;
@@ -220,11 +219,9 @@ impl Connection for DefaultConnection {
 
     async fn close(&self) -> Result<(), DriverError> {
         self.leave();
-        self.tasks.close();
-        if tokio::time::timeout(DRAIN, self.tasks.wait()).await.is_err() {
+        if let Some(left) = super::drain(&self.tasks).await {
             tracing::warn!(
-                "{} in-process events or dispatches still running after {DRAIN:?} are abandoned (use the nats driver for durable dispatch)",
-                self.tasks.len()
+                "{left} in-process events or dispatches still running after {DRAIN:?} are abandoned (use the nats driver for durable dispatch)"
             );
         }
         Ok(())

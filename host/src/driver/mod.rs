@@ -16,6 +16,19 @@ use std::time::Duration;
 /// The drivers this build knows, by config name.
 pub const KNOWN: [&str; 2] = ["default", "nats"];
 
+/// How long a connection waits, when it stops, for deliveries still running.
+pub(crate) const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Lets the tasks of `tasks` finish, for at most [`DRAIN`]; returns how many
+/// were still running then.
+pub(crate) async fn drain(tasks: &tokio_util::task::TaskTracker) -> Option<usize> {
+    tasks.close();
+    match tokio::time::timeout(DRAIN, tasks.wait()).await {
+        Ok(()) => None,
+        Err(_) => Some(tasks.len()),
+    }
+}
+
 /// A driver-level failure (connecting, registering, listing).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -17,7 +17,7 @@ mod discovery;
 mod dispatch;
 pub mod wire;
 
-use super::{Connection, DeadLetter, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec};
+use super::{Connection, DRAIN, DeadLetter, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec};
 use crate::config::ConnectionConfig;
 use crate::delivery::{Envelope, Headers, Mode};
 use crate::failure::{Failure, FailureClass};
@@ -34,9 +34,6 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wire::Wire;
-
-/// How long `stop` waits for in-flight deliveries to finish.
-const DRAIN: Duration = Duration::from_secs(10);
 
 /// `[bus] setting` of a NATS connection.
 #[derive(Debug, Default, Deserialize)]
@@ -350,11 +347,9 @@ impl Connection for NatsConnection {
 
     async fn stop(&self) -> Result<(), DriverError> {
         self.cancel.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(DRAIN, self.tasks.wait()).await.is_err() {
+        if let Some(left) = super::drain(&self.tasks).await {
             tracing::warn!(
-                "{} deliveries still running after {DRAIN:?}; their dispatches will be redelivered by JetStream",
-                self.tasks.len()
+                "{left} deliveries still running after {DRAIN:?}; their dispatches will be redelivered by JetStream"
             );
         }
         Ok(())
