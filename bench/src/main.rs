@@ -360,18 +360,32 @@ async fn bench_nats_call(plan: nats_call::Plan, out: &mut String) -> anyhow::Res
     for (c, s) in setup.contenders.iter().zip(&summaries) {
         let _ = writeln!(out, "| {} | {} | {} | {} |", c.label(), micros(s.p50), micros(s.p99), thousands(s.per_sec));
     }
-    let (busbar, native, floor) = (summaries[0], summaries[1], summaries[3]);
+    let (busbar, reused, native, floor) = (summaries[0], summaries[1], summaries[2], summaries[4]);
     let ratio = busbar.per_sec / native.per_sec;
+    let reused_ratio = reused.per_sec / native.per_sec;
     let _ = writeln!(
         out,
-        "\nbusbar/native: throughput {ratio:.2}x, p50 {:.2}x, p99 {:.2}x. busbar / (native + raw-wasmtime `echo`, fresh instance): throughput {:.2}x.\n",
+        "\nbusbar/native: throughput {ratio:.2}x, p50 {:.2}x, p99 {:.2}x. busbar / (native + raw-wasmtime `echo`, fresh instance): throughput {:.2}x.\nbusbar with `reuse = 1000` / native: throughput {reused_ratio:.2}x, p50 {:.2}x, p99 {:.2}x.\n",
         busbar.p50.as_secs_f64() / native.p50.as_secs_f64(),
         busbar.p99.as_secs_f64() / native.p99.as_secs_f64(),
-        busbar.per_sec / floor.per_sec
+        busbar.per_sec / floor.per_sec,
+        reused.p50.as_secs_f64() / native.p50.as_secs_f64(),
+        reused.p99.as_secs_f64() / native.p99.as_secs_f64(),
     );
     targets_table(
         out,
-        &[Target { what: "busbar req/s ≥ 0.9x native".into(), value: format!("{ratio:.2}x"), met: ratio >= 0.9 }],
+        &[
+            Target {
+                what: "busbar req/s ≥ 0.9x native, fresh instance per request (default)".into(),
+                value: format!("{ratio:.2}x"),
+                met: ratio >= 0.9,
+            },
+            Target {
+                what: "busbar req/s ≥ 0.9x native, `reuse = 1000`".into(),
+                value: format!("{reused_ratio:.2}x"),
+                met: reused_ratio >= 0.9,
+            },
+        ],
     );
     out.push('\n');
     setup.stop().await;
@@ -380,7 +394,7 @@ async fn bench_nats_call(plan: nats_call::Plan, out: &mut String) -> anyhow::Res
 
 async fn bench_nats_dispatch(plan: nats_dispatch::Plan, out: &mut String) -> anyhow::Result<()> {
     let totals = nats_dispatch::measure(plan).await?;
-    let [busbar, native, work] = totals;
+    let [busbar, reused, native, work] = totals;
     let _ = writeln!(
         out,
         "### 5. Dispatch over NATS JetStream, {} jobs of {} B\n",
@@ -413,14 +427,26 @@ async fn bench_nats_dispatch(plan: nats_dispatch::Plan, out: &mut String) -> any
         );
     }
     let ratio = busbar.per_sec() / native.per_sec();
+    let reused_ratio = reused.per_sec() / native.per_sec();
     let _ = writeln!(
         out,
-        "\nbusbar/native: {ratio:.2}x. busbar / (native + busbar's work): {:.2}x.\n",
+        "\nbusbar/native: {ratio:.2}x. busbar / (native + busbar's work): {:.2}x. busbar with `reuse = 1000` / native: {reused_ratio:.2}x.\n",
         busbar.per_sec() / work.per_sec()
     );
     targets_table(
         out,
-        &[Target { what: "busbar jobs/s ≥ 0.8x native".into(), value: format!("{ratio:.2}x"), met: ratio >= 0.8 }],
+        &[
+            Target {
+                what: "busbar jobs/s ≥ 0.8x native, fresh instance per job (default)".into(),
+                value: format!("{ratio:.2}x"),
+                met: ratio >= 0.8,
+            },
+            Target {
+                what: "busbar jobs/s ≥ 0.8x native, `reuse = 1000`".into(),
+                value: format!("{reused_ratio:.2}x"),
+                met: reused_ratio >= 0.8,
+            },
+        ],
     );
     out.push('\n');
     Ok(())

@@ -8,6 +8,10 @@
 //! `.await`. Contenders are interleaved in rounds (order rotating every
 //! round), as in benchmark 1.
 //!
+//! busbar runs twice on the same node: `echo` with a fresh instance per
+//! request (the default) and `echo-reused`, the same file with `reuse = 1000`
+//! in its sidecar (an instance serves up to 1,001 requests).
+//!
 //! For information, the same load also goes to busbar through a busbar
 //! client node (`Node::call`), and to native responders that answer by
 //! running `echo` on benchmark 1's raw-wasmtime floor, with a fresh
@@ -32,6 +36,10 @@ pub const PAYLOAD: usize = 1024;
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// The subject of busbar's `echo` (project `shop`, see `support::nats_config`).
 const BUSBAR_SUBJECT: &str = "call.shop.echo";
+/// The subject of busbar's `echo-reused` (`echo` with `reuse = 1000`).
+const REUSED_SUBJECT: &str = "call.shop.echo-reused";
+/// The sidecar of `echo-reused`.
+pub const REUSE_SIDECAR: &str = "reuse = 1000\n";
 /// The subject of the native responder.
 const NATIVE_SUBJECT: &str = "native.echo";
 /// The subject of the native responder that runs the raw-wasmtime floor.
@@ -56,6 +64,8 @@ pub struct Plan {
 pub enum Contender {
     /// A plain async-nats request to busbar's `call.shop.echo`.
     Busbar(Client),
+    /// The same to `call.shop.echo-reused` (instances reused).
+    BusbarReused(Client),
     /// A plain async-nats request to the native responder.
     Native(Client),
     /// `Node::call("echo")` from a busbar client node (busbar on both ends).
@@ -71,7 +81,8 @@ impl Contender {
     /// Its name in the table.
     pub fn label(&self) -> &'static str {
         match self {
-            Contender::Busbar(_) => "busbar node (wasm `echo`)",
+            Contender::Busbar(_) => "busbar node (wasm `echo`, fresh instance: the default)",
+            Contender::BusbarReused(_) => "busbar node (wasm `echo`, `reuse = 1000`)",
             Contender::Native(_) => "native async-nats responder",
             Contender::BusbarClient(_) => "busbar node, called by `Node::call` (info)",
             Contender::NativeFloor(_) => "native responder + raw-wasmtime `echo`, fresh instance (info)",
@@ -82,6 +93,7 @@ impl Contender {
     async fn try_call(&self, payload: Bytes) -> Result<Bytes, String> {
         match self {
             Contender::Busbar(client) => request(client, BUSBAR_SUBJECT, payload).await,
+            Contender::BusbarReused(client) => request(client, REUSED_SUBJECT, payload).await,
             Contender::Native(client) => request(client, NATIVE_SUBJECT, payload).await,
             Contender::BusbarClient(node) => {
                 node.call("echo", payload.to_vec(), TIMEOUT).await.map(Bytes::from).map_err(|f| f.to_string())
@@ -161,8 +173,9 @@ pub async fn setup() -> anyhow::Result<Setup> {
     let server = NatsServer::start();
     let url = server.url();
     let folder = Folder::with(&["echo"]);
+    folder.add("echo", "echo-reused").sidecar("echo-reused", REUSE_SIDECAR);
     let (node, report) = start_nats(&url, &folder, "bench-echo", "", "").await;
-    anyhow::ensure!(report.loaded.len() == 1, "echo did not load: {:?}", report.skipped);
+    anyhow::ensure!(report.loaded.len() == 2, "echo did not load: {:?}", report.skipped);
     let floor = Arc::new(Floor::new(&RuntimeOptions::default(), &guest("echo"), TIMEOUT)?);
     let responders = vec![
         native_responder(server.client().await, NATIVE_SUBJECT, Work::Echo).await?,
@@ -173,6 +186,7 @@ pub async fn setup() -> anyhow::Result<Setup> {
     let caller = nats_client(&url).await;
     let contenders = vec![
         Arc::new(Contender::Busbar(requester.clone())),
+        Arc::new(Contender::BusbarReused(requester.clone())),
         Arc::new(Contender::Native(requester.clone())),
         Arc::new(Contender::BusbarClient(caller)),
         Arc::new(Contender::NativeFloor(requester.clone())),
@@ -250,12 +264,12 @@ pub async fn measure(contenders: &[Arc<Contender>], plan: Plan) -> Vec<Summary> 
     .await
 }
 
-/// Runs only `who` (`busbar`, `native`, `busbar-client`, `native-floor` or
+/// Runs only `who` (`busbar`, `busbar-reused`, `native`, `busbar-client`, `native-floor` or
 /// `native-floor-reused`) for `requests` requests with the
 /// concurrency of `plan` and prints its summary: a target for `perf record`.
 pub async fn profile(who: &str, requests: usize, plan: Plan) -> anyhow::Result<()> {
     let setup = setup().await?;
-    let names = ["busbar", "native", "busbar-client", "native-floor", "native-floor-reused"];
+    let names = ["busbar", "busbar-reused", "native", "busbar-client", "native-floor", "native-floor-reused"];
     let i = names
         .iter()
         .position(|n| *n == who)

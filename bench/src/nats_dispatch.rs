@@ -58,6 +58,8 @@ pub struct Plan {
 pub enum Kind {
     /// `Node::dispatch` → a busbar node running the wasm `echo`.
     Busbar,
+    /// The same, `echo` with `reuse = 1000` in its sidecar.
+    BusbarReused,
     /// `jetstream::Context::publish` → a native consume-and-ack loop.
     Native,
     /// The native contender doing the work busbar does: a `Nats-Msg-Id` (and
@@ -68,12 +70,18 @@ pub enum Kind {
 
 impl Kind {
     /// Every contender, in table order.
-    pub const ALL: [Kind; 3] = [Kind::Busbar, Kind::Native, Kind::NativeBusbarWork];
+    pub const ALL: [Kind; 4] = [Kind::Busbar, Kind::BusbarReused, Kind::Native, Kind::NativeBusbarWork];
+
+    /// Whether busbar publishes and consumes.
+    fn is_busbar(self) -> bool {
+        matches!(self, Kind::Busbar | Kind::BusbarReused)
+    }
 
     /// Its name in the table.
     pub fn label(self) -> &'static str {
         match self {
-            Kind::Busbar => "busbar (`Node::dispatch` → wasm `echo`)",
+            Kind::Busbar => "busbar (`Node::dispatch` → wasm `echo`, fresh instance: the default)",
+            Kind::BusbarReused => "busbar (`Node::dispatch` → wasm `echo`, `reuse = 1000`)",
             Kind::Native => "native async-nats (publish → consume + ack)",
             Kind::NativeBusbarWork => "native + busbar's work: msg id, task per job, raw-wasmtime `echo` (info)",
         }
@@ -134,8 +142,11 @@ enum Setup {
 impl Setup {
     async fn start(kind: Kind, server: &NatsServer, floor: &Arc<Floor>) -> anyhow::Result<Self> {
         let url = server.url();
-        if kind == Kind::Busbar {
+        if kind.is_busbar() {
             let folder = Folder::with(&["echo"]);
+            if kind == Kind::BusbarReused {
+                folder.sidecar("echo", crate::nats_call::REUSE_SIDECAR);
+            }
             let (worker, report) = start_nats(&url, &folder, "bench-worker", "", "").await;
             anyhow::ensure!(report.loaded.len() == 1, "echo did not load: {:?}", report.skipped);
             let client = nats_client(&url).await;
@@ -303,7 +314,7 @@ async fn once(kind: Kind, plan: Plan, floor: &Arc<Floor>) -> anyhow::Result<(Dur
     load(&setup, plan.publishers, plan.warmup, plan.warmup as u64).await?;
     let timed = load(&setup, plan.publishers, plan.jobs, (plan.warmup + plan.jobs) as u64).await?;
     anyhow::ensure!(setup.errors() == 0, "{}: {} jobs failed", kind.label(), setup.errors());
-    drained(&server, if kind == Kind::Busbar { "SHOP_QUEUE" } else { NATIVE_STREAM }).await?;
+    drained(&server, if kind.is_busbar() { "SHOP_QUEUE" } else { NATIVE_STREAM }).await?;
     anyhow::ensure!(
         setup.handled() == (plan.warmup + plan.jobs) as u64,
         "{}: {} jobs handled, expected {}",
@@ -326,10 +337,10 @@ fn floor() -> anyhow::Result<Arc<Floor>> {
 
 /// Measures every contender under `plan`, interleaved, order rotating every
 /// round; totals in [`Kind::ALL`] order.
-pub async fn measure(plan: Plan) -> anyhow::Result<[Totals; 3]> {
+pub async fn measure(plan: Plan) -> anyhow::Result<[Totals; 4]> {
     let floor = floor()?;
     let kinds = Kind::ALL;
-    let mut totals = [Totals::default(); 3];
+    let mut totals = [Totals::default(); 4];
     for round in 0..plan.rounds {
         for k in 0..kinds.len() {
             let i = (k + round) % kinds.len();
@@ -347,14 +358,15 @@ pub async fn measure(plan: Plan) -> anyhow::Result<[Totals; 3]> {
     Ok(totals)
 }
 
-/// Runs only `who` (`busbar`, `native` or `native-work`) once for `jobs` jobs with the
+/// Runs only `who` (`busbar`, `busbar-reused`, `native` or `native-work`) once for `jobs` jobs with the
 /// publishers of `plan` and prints its rate: a target for `perf record`.
 pub async fn profile(who: &str, jobs: usize, plan: Plan) -> anyhow::Result<()> {
     let kind = match who {
         "busbar" => Kind::Busbar,
+        "busbar-reused" => Kind::BusbarReused,
         "native" => Kind::Native,
         "native-work" => Kind::NativeBusbarWork,
-        _ => anyhow::bail!("--profile nats-dispatch-busbar|native|native-work [JOBS]"),
+        _ => anyhow::bail!("--profile nats-dispatch-busbar|busbar-reused|native|native-work [JOBS]"),
     };
     let (wall, publish_wall) = once(kind, Plan { jobs, ..plan }, &floor()?).await?;
     println!(

@@ -14,6 +14,7 @@
 //! memory = "64MiB"
 //! retry = ["1s", "5s", "30s"]
 //! max_depth = 8             # longest chain of nested bus calls
+//! reuse = 0                 # invocations an instance serves after its first (0: always fresh)
 //!
 //! [bus]                     # one connection...
 //! driver = "default"
@@ -95,11 +96,20 @@ pub struct HandlerDefaults {
     pub retry: Option<Vec<Duration>>,
     /// The longest chain of nested bus calls before `denied`.
     pub max_depth: u32,
+    /// How many more invocations one instance may serve after its first;
+    /// 0 (the default) gives every invocation a fresh instance.
+    pub reuse: u32,
 }
 
 impl Default for HandlerDefaults {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(5), memory: Some(64 << 20), retry: Some(Vec::new()), max_depth: 8 }
+        Self {
+            timeout: Duration::from_secs(5),
+            memory: Some(64 << 20),
+            retry: Some(Vec::new()),
+            max_depth: 8,
+            reuse: 0,
+        }
     }
 }
 

@@ -19,6 +19,9 @@ pub struct Policy {
     pub timeout: Duration,
     /// Linear-memory limit in bytes.
     pub memory: u64,
+    /// How many more invocations one instance may serve after its first
+    /// (0: a fresh instance for every invocation).
+    pub reuse: u32,
 }
 
 /// The keys a `NAME.toml` sidecar accepts.
@@ -32,6 +35,7 @@ struct Sidecar {
     timeout: Option<Duration>,
     #[serde(default, with = "serde_units::opt_size")]
     memory: Option<u64>,
+    reuse: Option<u32>,
 }
 
 /// A handler file found in the folder, with its resolved policy.
@@ -80,6 +84,7 @@ pub fn policy(stem: &str, sidecar: &Path, defaults: &HandlerDefaults) -> Result<
         retry: side.retry.or_else(|| defaults.retry.clone()).unwrap_or_default(),
         timeout,
         memory: side.memory.unwrap_or_else(|| defaults.memory_bytes()),
+        reuse: side.reuse.unwrap_or(defaults.reuse),
     })
 }
 

@@ -288,6 +288,7 @@ impl Inbound for Core {
                     memory: policy.memory,
                     max_depth: self.config.handlers.max_depth,
                     outbound: me,
+                    reuse: policy.reuse,
                 },
             )
             .await;

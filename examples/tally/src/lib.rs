@@ -1,7 +1,9 @@
 //! `tally` — a service that counts its invocations in a global and replies
-//! with the count. Because every invocation gets a fresh instance, the reply
-//! is always `1`: the tests use it to prove that no state leaks between
-//! invocations.
+//! with the count. With a fresh instance per invocation (the default) the
+//! reply is always `1`: the tests use it to prove that no state leaks between
+//! invocations, and, with `reuse = N` in its sidecar, that an instance serves
+//! at most N + 1 invocations. The payload `trap` makes it panic after
+//! counting, to show that an instance that trapped is never reused.
 //!
 //! Build: `cargo build --release --target wasm32-wasip2` in `examples/`
 //! (produces `target/wasm32-wasip2/release/tally.wasm`).
@@ -14,8 +16,11 @@ static CALLS: AtomicU32 = AtomicU32::new(0);
 struct Tally;
 
 impl Service for Tally {
-    fn handle(_ctx: Context, _payload: Vec<u8>) -> Result<Vec<u8>, Failure> {
+    fn handle(_ctx: Context, payload: Vec<u8>) -> Result<Vec<u8>, Failure> {
         let n = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+        if payload == b"trap" {
+            panic!("tally was asked to trap after {n} calls");
+        }
         Ok(n.to_string().into_bytes())
     }
 }

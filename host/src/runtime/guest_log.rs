@@ -36,6 +36,14 @@ impl GuestLog {
         Self(Arc::new(Mutex::new(Lines { handler, stream, pending: Vec::new(), written: 0 })))
     }
 
+    /// Ends an invocation's output: emits the unfinished line and resets
+    /// the allowance for the next invocation of a reused store.
+    pub(crate) fn finish(&self) {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        lines.flush();
+        lines.written = 0;
+    }
+
     fn write(&self, bytes: &[u8]) {
         let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
         lines.push(bytes);
@@ -53,9 +61,15 @@ impl Lines {
             self.emit(&line[..end]);
         }
         if taken.len() < bytes.len() && room > 0 {
+            self.flush();
+            tracing::warn!(target: "busbar::guest", handler = &*self.handler, "guest output past {CAP} bytes dropped for this invocation");
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending);
             self.emit(&rest);
-            tracing::warn!(target: "busbar::guest", handler = &*self.handler, "guest output past {CAP} bytes dropped for this invocation");
         }
     }
 
@@ -75,10 +89,7 @@ impl Lines {
 
 impl Drop for Lines {
     fn drop(&mut self) {
-        if !self.pending.is_empty() {
-            let rest = std::mem::take(&mut self.pending);
-            self.emit(&rest);
-        }
+        self.flush();
     }
 }
 

@@ -1,12 +1,14 @@
 //! The wasmtime side of busbar: one engine per process (pooling allocator,
 //! epoch interruption), components validated, compiled once (through the
 //! artifact cache) and pre-instantiated, and a fresh sandboxed `Store` for
-//! every invocation. The runtime knows nothing of drivers or NATS.
+//! every invocation (or, for a handler that opts in, a warm one that served
+//! it before: [`warm`]). The runtime knows nothing of drivers or NATS.
 
 mod bindings;
 mod cache;
 mod guest_log;
 mod sandbox;
+mod warm;
 
 pub use sandbox::{Outbound, human_bytes};
 
@@ -15,12 +17,13 @@ use crate::failure::{Failure, FailureClass};
 use bindings::busbar::handler::types;
 use bindings::exports::busbar::handler::{message, service};
 use cache::ArtifactCache;
-use sandbox::Sandbox;
+use sandbox::{Sandbox, Scope};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use warm::{Budget, Idle, Warm};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 
@@ -102,6 +105,7 @@ pub struct Compiled {
     pre: InstancePre<Sandbox>,
     service: Option<service::GuestIndices>,
     message: Option<message::GuestIndices>,
+    idle: Idle,
 }
 
 /// One invocation request.
@@ -118,6 +122,9 @@ pub struct Invoke {
     pub max_depth: u32,
     /// Where the handler's `bus` calls go.
     pub outbound: Arc<dyn Outbound>,
+    /// How many more invocations one instance may serve after its first;
+    /// 0 gives every invocation a fresh instance.
+    pub reuse: u32,
 }
 
 /// The process's wasmtime engine, linker and artifact cache.
@@ -125,6 +132,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<Sandbox>,
     cache: Option<ArtifactCache>,
+    idle_budget: Arc<Budget>,
     _ticker: EpochTicker,
 }
 
@@ -205,7 +213,9 @@ impl Runtime {
             None => None,
         };
         let ticker = EpochTicker::start(&engine)?;
-        Ok(Self { engine, linker, cache, _ticker: ticker })
+        // At most a quarter of the pool waits idle in reused instances.
+        let idle_budget = Budget::new(options.max_instances as usize / 4);
+        Ok(Self { engine, linker, cache, idle_budget, _ticker: ticker })
     }
 
     /// Validates, compiles (or loads from the cache) and pre-instantiates a
@@ -252,7 +262,16 @@ impl Runtime {
             ),
             false => None,
         };
-        Ok(Compiled { version: hash[..12].to_string(), exports, imports, cached, pre, service, message })
+        Ok(Compiled {
+            version: hash[..12].to_string(),
+            exports,
+            imports,
+            cached,
+            pre,
+            service,
+            message,
+            idle: Idle::new(self.idle_budget.clone()),
+        })
     }
 
     /// Reads and loads a handler file.
@@ -260,16 +279,39 @@ impl Runtime {
         self.load(&std::fs::read(path)?)
     }
 
-    /// Runs one invocation in a fresh store. Service modes return the reply;
-    /// message modes return an empty reply.
+    /// Runs one invocation in a fresh store, or in a warm one when the
+    /// handler allows reuse. Service modes return the reply; message modes
+    /// return an empty reply.
     pub async fn invoke(&self, compiled: &Compiled, invoke: Invoke) -> Result<Vec<u8>, Failure> {
-        let Invoke { handler, envelope, timeout, memory, max_depth, outbound } = invoke;
+        let Invoke { handler, envelope, timeout, memory, max_depth, outbound, reuse } = invoke;
         let start = Instant::now();
         let deadline = envelope.deadline.map_or(start + timeout, |d| d.min(start + timeout));
         let budget = deadline.saturating_duration_since(start);
-        let mut store =
-            Store::new(&self.engine, Sandbox::new(&handler, memory, deadline, envelope.depth(), max_depth, outbound));
-        store.limiter(|s| &mut s.limiter);
+        let export = match (envelope.mode.is_service(), &compiled.service, &compiled.message) {
+            (true, Some(service), _) => Export::Service(service),
+            (false, _, Some(message)) => Export::Message(message),
+            (true, None, _) => return Err(not_exported(&handler, "service")),
+            (false, _, None) => return Err(not_exported(&handler, "message")),
+        };
+        let scope = Scope { deadline, depth: envelope.depth(), max_depth, outbound };
+        let warm = match reuse {
+            0 => {
+                compiled.idle.clear();
+                None
+            }
+            _ => compiled.idle.take(),
+        };
+        let (mut store, instance, uses) = match warm {
+            Some(Warm { mut store, instance, uses }) => {
+                store.data_mut().begin(memory, scope);
+                (store, Some(instance), uses)
+            }
+            None => {
+                let mut store = Store::new(&self.engine, Sandbox::new(&handler, memory, scope));
+                store.limiter(|s| &mut s.limiter);
+                (store, None, 0)
+            }
+        };
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
@@ -292,23 +334,33 @@ impl Runtime {
             headers: envelope.headers,
         };
         let payload = envelope.payload;
-        let is_service = envelope.mode.is_service();
         let run = async {
-            let instance = compiled.pre.instantiate_async(&mut store).await?;
-            if is_service {
-                let Some(indices) = &compiled.service else { return Ok(Err(not_exported(&handler, "service"))) };
-                let guest = indices.load(&mut store, &instance)?;
-                Ok(guest.call_handle(&mut store, &ctx, &payload).await?.map_err(Failure::from))
-            } else {
-                let Some(indices) = &compiled.message else { return Ok(Err(not_exported(&handler, "message"))) };
-                let guest = indices.load(&mut store, &instance)?;
-                Ok(guest.call_handle(&mut store, &ctx, &payload).await?.map(|()| Vec::new()).map_err(Failure::from))
-            }
+            let instance = match instance {
+                Some(instance) => instance,
+                None => compiled.pre.instantiate_async(&mut store).await?,
+            };
+            let reply = match export {
+                Export::Service(indices) => {
+                    let guest = indices.load(&mut store, &instance)?;
+                    guest.call_handle(&mut store, &ctx, &payload).await?.map_err(Failure::from)
+                }
+                Export::Message(indices) => {
+                    let guest = indices.load(&mut store, &instance)?;
+                    guest.call_handle(&mut store, &ctx, &payload).await?.map(|()| Vec::new()).map_err(Failure::from)
+                }
+            };
+            wasmtime::Result::Ok((instance, reply))
         };
-        let outcome: Result<wasmtime::Result<Result<Vec<u8>, Failure>>, _> =
-            tokio::time::timeout_at(deadline.into(), run).await;
-        match outcome {
-            Ok(Ok(reply)) => reply,
+        match tokio::time::timeout_at(deadline.into(), run).await {
+            Ok(Ok((instance, reply))) => {
+                // The guest returned normally (a reply or its own failure):
+                // its instance is sound and may serve again.
+                store.data_mut().end();
+                if uses < reuse {
+                    compiled.idle.put(Warm { store, instance, uses: uses + 1 });
+                }
+                reply
+            }
             Ok(Err(trap)) => Err(classify(
                 &handler,
                 &trap,
@@ -318,6 +370,12 @@ impl Runtime {
             Err(_elapsed) => Err(timed_out(&handler, budget)),
         }
     }
+}
+
+/// The export an invocation calls.
+enum Export<'a> {
+    Service(&'a service::GuestIndices),
+    Message(&'a message::GuestIndices),
 }
 
 /// The epoch callback's verdict: the deadline passed while the guest ran.

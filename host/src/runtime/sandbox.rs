@@ -1,6 +1,9 @@
-//! What one invocation's `Store` holds: an empty WASI context (no files, env
-//! or network), the memory limiter, the deadline, and the `bus` import, which
-//! forwards to the bus core through [`Outbound`] with the call depth counted.
+//! What an invocation's `Store` holds: an empty WASI context (no files, env
+//! or network), the memory limiter, the invocation's [`Scope`] (deadline,
+//! depth, way out), and the `bus` import, which forwards to the bus core
+//! through [`Outbound`] with the call depth counted. A store serves one
+//! invocation, or several in turn when its handler opts into reuse: each
+//! begins with [`Sandbox::begin`] and ends with [`Sandbox::end`].
 
 use super::bindings::busbar::handler::{bus, types};
 use super::guest_log::{GuestLog, Stream};
@@ -27,42 +30,46 @@ pub trait Outbound: Send + Sync {
     ) -> Result<Vec<u8>, Failure>;
 }
 
-/// The data of one invocation's store.
+/// What one invocation runs within.
+pub(crate) struct Scope {
+    /// When the host interrupts the invocation.
+    pub(crate) deadline: Instant,
+    /// Nesting depth of this invocation; nested deliveries carry depth + 1.
+    pub(crate) depth: u32,
+    /// The longest chain allowed.
+    pub(crate) max_depth: u32,
+    /// Where nested deliveries go.
+    pub(crate) outbound: Arc<dyn Outbound>,
+}
+
+/// The data of a handler's store.
 pub(crate) struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
-    /// When the host interrupts the invocation.
-    deadline: Instant,
-    /// Nesting depth of this invocation; nested deliveries carry depth + 1.
-    depth: u32,
-    /// The longest chain allowed.
-    max_depth: u32,
-    /// Where nested deliveries go.
-    outbound: Arc<dyn Outbound>,
+    /// The guest's stdout and stderr, flushed at the end of each invocation.
+    logs: [GuestLog; 2],
+    scope: Scope,
 }
 
 impl Sandbox {
-    pub(crate) fn new(
-        handler: &Arc<str>,
-        memory: u64,
-        deadline: Instant,
-        depth: u32,
-        max_depth: u32,
-        outbound: Arc<dyn Outbound>,
-    ) -> Self {
-        let wasi = WasiCtx::builder()
-            .stdout(GuestLog::new(handler.clone(), Stream::Stdout))
-            .stderr(GuestLog::new(handler.clone(), Stream::Stderr))
-            .build();
-        Self {
-            wasi,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter { limit: usize::try_from(memory).unwrap_or(usize::MAX), exceeded: None },
-            deadline,
-            depth,
-            max_depth,
-            outbound,
+    pub(crate) fn new(handler: &Arc<str>, memory: u64, scope: Scope) -> Self {
+        let logs = [GuestLog::new(handler.clone(), Stream::Stdout), GuestLog::new(handler.clone(), Stream::Stderr)];
+        let wasi = WasiCtx::builder().stdout(logs[0].clone()).stderr(logs[1].clone()).build();
+        Self { wasi, table: ResourceTable::new(), limiter: MemoryLimiter::new(memory), logs, scope }
+    }
+
+    /// Readies a reused store for its next invocation.
+    pub(crate) fn begin(&mut self, memory: u64, scope: Scope) {
+        self.limiter = MemoryLimiter::new(memory);
+        self.scope = scope;
+    }
+
+    /// Closes an invocation: logs its unfinished output line and gives the
+    /// next invocation its own log allowance.
+    pub(crate) fn end(&mut self) {
+        for log in &self.logs {
+            log.finish();
         }
     }
 
@@ -73,19 +80,19 @@ impl Sandbox {
         payload: Vec<u8>,
         timeout: Option<u64>,
     ) -> Result<Vec<u8>, types::BusError> {
-        if self.depth >= self.max_depth {
+        let Scope { deadline, depth, max_depth, ref outbound } = self.scope;
+        if depth >= max_depth {
             return Err(types::BusError {
                 class: types::ErrorClass::Denied,
                 message: format!(
-                    "{mode} to `{name}` refused: the chain of nested bus calls reached the depth limit of {}",
-                    self.max_depth
+                    "{mode} to `{name}` refused: the chain of nested bus calls reached the depth limit of {max_depth}"
                 ),
             });
         }
-        let left = self.deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         let timeout = timeout.map_or(left, |ms| Duration::from_millis(ms).min(left));
-        let headers = vec![(DEPTH_HEADER.to_string(), (self.depth + 1).to_string())];
-        self.outbound.send(mode, &name, payload, headers, timeout).await.map_err(Into::into)
+        let headers = vec![(DEPTH_HEADER.to_string(), (depth + 1).to_string())];
+        outbound.send(mode, &name, payload, headers, timeout).await.map_err(Into::into)
     }
 }
 
@@ -104,6 +111,10 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl MemoryLimiter {
+    fn new(memory: u64) -> Self {
+        Self { limit: usize::try_from(memory).unwrap_or(usize::MAX), exceeded: None }
+    }
+
     pub(crate) fn describe(&self, desired: usize) -> String {
         format!(
             "memory limit of {} exceeded (the guest asked for {})",

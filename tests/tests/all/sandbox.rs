@@ -1,5 +1,6 @@
 //! Each invocation runs in a fresh sandbox: nothing carries over between
-//! invocations, and guest output goes to the node's log tagged with the handler.
+//! invocations unless the handler opts into reuse (and then never past a
+//! trap), and guest output goes to the node's log tagged with the handler.
 
 use busbar_tests::support::{Folder, start};
 use std::time::Duration;
@@ -12,6 +13,30 @@ async fn no_state_leaks_between_invocations() {
     for _ in 0..5 {
         assert_eq!(node.call("tally", vec![], SECOND).await, Ok(b"1".to_vec()), "every call sees a fresh instance");
     }
+}
+
+#[tokio::test]
+async fn an_instance_serves_at_most_reuse_plus_one_invocations() {
+    let folder = Folder::with(&["tally"]);
+    folder.sidecar("tally", "reuse = 2\n");
+    let node = start(&folder).await;
+    let mut replies = Vec::new();
+    for _ in 0..7 {
+        replies.push(String::from_utf8(node.call("tally", vec![], SECOND).await.expect("reply")).expect("utf-8"));
+    }
+    assert_eq!(replies, ["1", "2", "3", "1", "2", "3", "1"], "each instance serves three calls, then a fresh one");
+}
+
+#[tokio::test]
+async fn an_instance_that_trapped_is_never_reused() {
+    let folder = Folder::with(&["tally"]);
+    folder.sidecar("tally", "reuse = 100\n");
+    let node = start(&folder).await;
+    assert_eq!(node.call("tally", vec![], SECOND).await, Ok(b"1".to_vec()));
+    assert_eq!(node.call("tally", vec![], SECOND).await, Ok(b"2".to_vec()), "the instance was reused");
+    let trapped = node.call("tally", b"trap".to_vec(), SECOND).await.expect_err("it panics");
+    assert_eq!(trapped.class, busbar::FailureClass::Trapped, "{trapped}");
+    assert_eq!(node.call("tally", vec![], SECOND).await, Ok(b"1".to_vec()), "a fresh instance after the trap");
 }
 
 #[tokio::test]
