@@ -180,8 +180,10 @@ fn load_config(cli: &Cli) -> Result<Config, Exit> {
 async fn start(cli: &Cli) -> Result<Node, Exit> {
     let config = load_config(cli)?;
     let started = Instant::now();
-    let serve = matches!(cli.command, Command::Run) || config.connections.iter().all(|c| c.driver == "default");
-    let builder = crate::node::NodeBuilder::new(config);
+    let run = matches!(cli.command, Command::Run);
+    let serve = run || config.connections.iter().all(|c| c.driver == "default");
+    let watch = run && config.node.watch;
+    let builder = crate::node::NodeBuilder::new(config).watch(watch);
     let builder = if serve { builder } else { builder.client() };
     let (node, report) = builder.start().await.map_err(host)?;
     tracing::info!(

@@ -8,6 +8,7 @@
 //! id = "node-a"             # default: <hostname>-<pid>
 //! handlers = "handlers"     # the handlers folder, relative to this file
 //! cache = ".busbar-cache"   # compiled-artifact cache; default: $XDG_CACHE_HOME/busbar
+//! watch = true              # `busbar run` applies changes of the handlers folder live
 //!
 //! [handlers]                # defaults for every handler; a NAME.toml sidecar overrides
 //! timeout = "5s"
@@ -68,6 +69,8 @@ pub struct NodeConfig {
     pub handlers: PathBuf,
     /// Where compiled artifacts are cached; `None` disables the cache.
     pub cache: Option<PathBuf>,
+    /// Whether `busbar run` applies changes of the handlers folder live.
+    pub watch: bool,
 }
 
 impl Default for NodeConfig {
@@ -77,6 +80,7 @@ impl Default for NodeConfig {
             id: default_node_id(),
             handlers: "handlers".into(),
             cache: default_cache_dir(),
+            watch: true,
         }
     }
 }

@@ -88,35 +88,34 @@ pub fn policy(stem: &str, sidecar: &Path, defaults: &HandlerDefaults) -> Result<
     })
 }
 
-/// Lists the handler files of `dir`, sorted by file name. Hidden and
-/// temporary files are ignored; files that cannot be handlers are returned as
-/// [`Skipped`] with the reason.
-pub fn scan(dir: &Path, defaults: &HandlerDefaults) -> std::io::Result<(Vec<HandlerFile>, Vec<Skipped>)> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    let mut found = Vec::new();
-    let mut skipped = Vec::new();
-    for path in paths {
-        let Some(file) = path.file_name().and_then(|f| f.to_str()) else { continue };
-        if file.starts_with('.') || file.ends_with('~') || !path.is_file() {
-            continue;
-        }
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("wasm") => match handler_file(&path, defaults) {
-                Ok(h) => found.push(h),
-                Err(reason) => skipped.push(Skipped { path, reason }),
-            },
-            Some("toml") if !path.with_extension("wasm").exists() => skipped.push(Skipped {
-                reason: format!(
-                    "sidecar without a handler: there is no `{}` beside it",
-                    path.with_extension("wasm").display()
-                ),
-                path,
-            }),
-            _ => {}
-        }
+/// The handler a file in the folder belongs to: the stem of `NAME.wasm` or
+/// `NAME.toml`. Hidden files (`.x`), editor backups (`x~`) and anything else
+/// (temporary files of an editor or a copy in progress) belong to none.
+pub fn stem_of(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    if file.starts_with('.') || file.ends_with('~') {
+        return None;
     }
-    Ok((found, skipped))
+    let (stem, ext) = file.rsplit_once('.')?;
+    matches!(ext, "wasm" | "toml").then(|| stem.to_string()).filter(|s| !s.is_empty())
+}
+
+/// The handler stems present in `dir` (by their `.wasm` or `.toml` file),
+/// sorted by name.
+pub fn stems(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut stems: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| stem_of(&e.path()))
+        .collect();
+    stems.sort();
+    stems.dedup();
+    Ok(stems)
+}
+
+/// Why handler `stem` of `dir` has no `.wasm` file beside its sidecar.
+pub fn orphan_reason(dir: &Path, stem: &str) -> String {
+    format!("sidecar without a handler: there is no `{}` beside it", dir.join(format!("{stem}.wasm")).display())
 }
 
 /// The handler of `wasm`, with its sidecar applied.
@@ -157,16 +156,12 @@ mod tests {
     }
 
     #[test]
-    fn scan_ignores_hidden_files_and_reports_orphans() {
+    fn stems_ignore_hidden_backup_and_other_files() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for f in ["a.wasm", ".a.wasm.swp", "b.toml", "_x.wasm", "notes.txt"] {
+        for f in ["a.wasm", ".a.wasm.swp", "b.toml", "a.wasm~", "notes.txt", "c.wasm.part", ".d.wasm"] {
             std::fs::write(dir.path().join(f), b"").expect("write");
         }
-        let (found, skipped) = scan(dir.path(), &HandlerDefaults::default()).expect("scan");
-        assert_eq!(found.iter().map(|h| h.stem.as_str()).collect::<Vec<_>>(), ["a"]);
-        let reasons: Vec<_> = skipped.iter().map(|s| s.reason.clone()).collect();
-        assert_eq!(skipped.len(), 2, "{reasons:?}");
-        assert!(reasons.iter().any(|r| r.contains("reserved")));
-        assert!(reasons.iter().any(|r| r.contains("sidecar without a handler")));
+        std::fs::create_dir(dir.path().join("e.wasm")).expect("mkdir");
+        assert_eq!(stems(dir.path()).expect("stems"), ["a", "b"]);
     }
 }

@@ -16,7 +16,9 @@
 //!   NATS bus (wire contract, JetStream dispatch, micro discovery).
 //! - [`node`]: the bus core — loads handlers, registers names, delivers.
 //! - [`handlers`]: the handlers folder and sidecar policies.
-//! - [`registry`]: which handler serves which name.
+//! - [`registry`]: which handler serves which name (a table swapped whole).
+//! - [`reload`]: the handler set and how a change of the folder updates it.
+//! - [`watch`]: the folder watch (notify), debounced into changed stems.
 //! - [`runtime`]: wasmtime — engine, artifact cache, sandboxed invocations.
 //! - [`stats`]: per-name counters and the discovery listing types.
 //! - [`weighted`]: weighted round robin over connections.
@@ -33,9 +35,11 @@ pub mod handlers;
 pub mod name;
 pub mod node;
 pub mod registry;
+pub mod reload;
 pub mod runtime;
 pub mod stats;
 pub mod units;
+pub mod watch;
 pub mod weighted;
 
 pub use config::Config;

@@ -1,20 +1,24 @@
 //! The bus core: a node. It loads the handlers folder into the registry,
-//! registers every name on every connection, turns incoming deliveries into
-//! runtime invocations (counting statistics), and sends outgoing ones — its
-//! own and its handlers' nested calls — over a connection picked by weight.
+//! registers every name on every connection, applies later changes of the
+//! folder live (a new routing table swapped in at once, names added to and
+//! dropped from the connections), turns incoming deliveries into runtime
+//! invocations (counting statistics), and sends outgoing ones — its own and
+//! its handlers' nested calls — over a connection picked by weight.
 
 use crate::config::Config;
 use crate::delivery::{Envelope, Headers, Mode};
 use crate::driver::default::DefaultDriver;
 use crate::driver::{Connection, DeadLetter, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec};
 use crate::failure::{Failure, FailureClass};
-use crate::handlers::{self, HandlerFile, Skipped};
-use crate::registry::{Loaded, Registry, Route};
+use crate::handlers::{self, Skipped};
+use crate::registry::{Registry, Route, Table};
+use crate::reload::{self, Change, HandlerSet};
 use crate::runtime::{Invoke, Outbound, Runtime, RuntimeOptions};
 use crate::stats::{Kind, NameStats, NodeInfo, ServiceInfo, StatsTable, rfc3339};
 use crate::weighted::WeightedPicker;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 /// A problem starting a node.
@@ -31,6 +35,9 @@ pub enum StartError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The handlers folder cannot be watched.
+    #[error("cannot watch the handlers folder: {0}; set `[node] watch = false` to serve without live reload")]
+    Watch(notify::Error),
     /// A connection could not be opened.
     #[error("bus connection `{name}`: {error}")]
     Connect {
@@ -66,6 +73,27 @@ struct Core {
     stats: StatsTable,
     started: SystemTime,
     outgoing: OnceLock<Outgoing>,
+    /// The loaded handlers; held while a change of the folder is applied.
+    handlers: tokio::sync::Mutex<HandlerSet>,
+    reloads: ReloadCounts,
+    /// The folder watch, while the node watches.
+    watch: Mutex<Option<crate::watch::Watch>>,
+}
+
+/// Changes of the handlers folder applied since the node started.
+#[derive(Debug, Default)]
+struct ReloadCounts {
+    applied: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// How many changes of the handlers folder a node applied and rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct ReloadStats {
+    /// Handlers added, replaced, re-configured or removed.
+    pub applied: u64,
+    /// New files that did not make a valid handler (the old version kept serving).
+    pub rejected: u64,
 }
 
 struct Outgoing {
@@ -94,12 +122,14 @@ pub struct NodeBuilder {
     drivers: HashMap<String, Arc<dyn Driver>>,
     /// Whether the node serves handlers; a client only sends.
     serve: bool,
+    /// Whether the node applies changes of its handlers folder live.
+    watch: bool,
 }
 
 impl NodeBuilder {
     /// A builder for `config`.
     pub fn new(config: Config) -> Self {
-        Self { config, runtime: None, drivers: HashMap::new(), serve: true }
+        Self { config, runtime: None, drivers: HashMap::new(), serve: true, watch: false }
     }
 
     /// Makes a client: it connects and sends, but loads no handlers, serves
@@ -107,6 +137,13 @@ impl NodeBuilder {
     /// shared bus).
     pub fn client(mut self) -> Self {
         self.serve = false;
+        self
+    }
+
+    /// Watches the handlers folder and applies every change while serving
+    /// (what `busbar run` does unless `[node] watch = false`).
+    pub fn watch(mut self, watch: bool) -> Self {
+        self.watch = watch;
         self
     }
 
@@ -137,6 +174,9 @@ impl NodeBuilder {
             stats: StatsTable::default(),
             started: SystemTime::now(),
             outgoing: OnceLock::new(),
+            handlers: tokio::sync::Mutex::new(HandlerSet::new()),
+            reloads: ReloadCounts::default(),
+            watch: Mutex::new(None),
         });
         let report = match self.serve {
             // Compiling is CPU-bound (seconds for a cold cache): off the async workers.
@@ -160,22 +200,10 @@ impl NodeBuilder {
                 .connect(conn, inbound)
                 .await
                 .map_err(|error| StartError::Connect { name: conn.name.clone(), error })?;
-            for (kind, name) in core.registry.names() {
-                let registered = match kind {
-                    Kind::Service => {
-                        let spec = core
-                            .registry
-                            .lookup(kind, &name)
-                            .map(|r| ServiceSpec {
-                                retry: r.handler.policy.retry.clone(),
-                                timeout: r.handler.policy.timeout,
-                            })
-                            .unwrap_or(ServiceSpec { retry: Vec::new(), timeout: core.config.handlers.timeout });
-                        c.register_service(&name, &spec).await
-                    }
-                    Kind::Message => c.register_message(&name).await,
-                };
-                registered.map_err(|error| StartError::Connect { name: conn.name.clone(), error })?;
+            for (kind, name, route) in core.registry.snapshot().routes() {
+                register(&*c, kind, name, route)
+                    .await
+                    .map_err(|error| StartError::Connect { name: conn.name.clone(), error })?;
             }
             if self.serve {
                 c.start().await.map_err(|error| StartError::Connect { name: conn.name.clone(), error })?;
@@ -185,7 +213,11 @@ impl NodeBuilder {
         let weights: Vec<u32> = core.config.connections.iter().map(|c| c.weight).collect();
         let sent = connections.iter().map(|_| Default::default()).collect();
         let _ = core.outgoing.set(Outgoing { connections, sent, picker: WeightedPicker::new(&weights) });
-        Ok((Node { core }, report))
+        let node = Node { core };
+        if self.serve && self.watch {
+            node.watch().map_err(StartError::Watch)?;
+        }
+        Ok((node, report))
     }
 }
 
@@ -206,49 +238,146 @@ pub fn runtime_options(config: &Config) -> RuntimeOptions {
 }
 
 impl Core {
+    /// Loads the whole handlers folder (at start, before any connection).
     fn load_folder(&self) -> Result<LoadReport, StartError> {
         let dir = &self.config.node.handlers;
-        let (files, skipped) = handlers::scan(dir, &self.config.handlers)
-            .map_err(|source| StartError::Folder { path: dir.display().to_string(), source })?;
-        let mut report = LoadReport { skipped, ..LoadReport::default() };
-        let compiled = compile_all(&self.runtime, &files);
-        for (file, result) in files.into_iter().zip(compiled) {
-            match result {
-                Ok(compiled) => {
-                    report.cached += usize::from(compiled.cached);
-                    let version = compiled.version.clone();
-                    let loaded = Arc::new(Loaded { stem: file.stem.as_str().into(), compiled, policy: file.policy });
-                    let served = self.install(&loaded);
-                    tracing::info!(handler = %file.stem, %version, names = ?served, "handler loaded");
-                    report.loaded.push((file.stem, version, served));
+        let stems =
+            handlers::stems(dir).map_err(|source| StartError::Folder { path: dir.display().to_string(), source })?;
+        let mut set = self.handlers.blocking_lock();
+        let changes = reload::apply(&self.runtime, dir, &self.config.handlers, &mut set, &stems);
+        let table = self.table(&set, &[]);
+        let mut report = LoadReport::default();
+        for (stem, change) in changes {
+            match change {
+                Change::Added { version } => {
+                    let served = names_of(&table, &stem);
+                    report.cached += set.get(&stem).map_or(0, |l| usize::from(l.compiled.cached));
+                    tracing::info!(handler = %stem, %version, names = ?served, "handler loaded");
+                    report.loaded.push((stem, version, served));
                 }
-                Err(reason) => report.skipped.push(Skipped { path: file.wasm, reason }),
+                Change::Rejected { reason, .. } => {
+                    let file = if dir.join(format!("{stem}.wasm")).is_file() { "wasm" } else { "toml" };
+                    let path = dir.join(format!("{stem}.{file}"));
+                    tracing::warn!(file = %path.display(), "skipped: {reason}");
+                    report.skipped.push(Skipped { path, reason });
+                }
+                _ => {}
             }
         }
-        for s in &report.skipped {
-            tracing::warn!(file = %s.path.display(), "skipped: {}", s.reason);
-        }
+        self.registry.replace(table);
         Ok(report)
     }
 
-    /// Claims the handler's names in the registry; returns the names it got.
-    fn install(&self, loaded: &Arc<Loaded>) -> Vec<String> {
-        let exports = loaded.compiled.exports;
-        let kinds = [(Kind::Service, exports.service), (Kind::Message, exports.message)];
-        let mut served = Vec::new();
-        for name in &loaded.policy.names {
-            for (kind, _) in kinds.iter().filter(|(_, has)| *has) {
-                let route = Route { handler: loaded.clone(), counters: self.stats.counters(name) };
-                match self.registry.claim(*kind, name, route) {
-                    Ok(()) => served.push(name.clone()),
-                    Err(holder) => {
-                        tracing::warn!(handler = %loaded.stem, %name, "not serving `{name}`: handler `{holder}` already serves it")
+    /// Applies a change of handler files `stems`: re-reads them, swaps in the
+    /// routing table the folder now implies, and tells every connection which
+    /// names came, went or changed their service settings.
+    async fn reload(&self, stems: Vec<String>) {
+        let started = Instant::now();
+        let mut set = self.handlers.lock().await;
+        let (runtime, dir, defaults) =
+            (self.runtime.clone(), self.config.node.handlers.clone(), self.config.handlers.clone());
+        let mut working = set.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            let changes = reload::apply(&runtime, &dir, &defaults, &mut working, &stems);
+            (changes, working)
+        })
+        .await;
+        let (changes, updated) = match applied {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!("applying a change of the handlers folder failed: {e}");
+                return;
+            }
+        };
+        *set = updated;
+        let changed: Vec<&str> =
+            changes.iter().filter(|(_, c)| *c != Change::Unchanged).map(|(s, _)| s.as_str()).collect();
+        if changed.is_empty() {
+            return;
+        }
+        let table = self.table(&set, &changed);
+        self.switch(table).await;
+        let took = started.elapsed();
+        let now = self.registry.snapshot();
+        for (stem, change) in &changes {
+            let counter = match change {
+                Change::Unchanged => continue,
+                Change::Rejected { .. } => &self.reloads.rejected,
+                _ => &self.reloads.applied,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            match change {
+                Change::Rejected { .. } => tracing::warn!(handler = %stem, ?took, "handler {change}"),
+                _ => tracing::info!(handler = %stem, ?took, names = ?names_of(&now, stem), "handler {change}"),
+            }
+        }
+    }
+
+    /// The routing table of `set`: each name goes to the first handler, in
+    /// file-name order, that claims it. Claims lost by a handler in
+    /// `changed` (or by any handler, when `changed` is empty) are logged.
+    fn table(&self, set: &HandlerSet, changed: &[&str]) -> Table {
+        let mut table = Table::default();
+        for loaded in set.values() {
+            let exports = loaded.compiled.exports;
+            let kinds = [(Kind::Service, exports.service), (Kind::Message, exports.message)];
+            for name in &loaded.policy.names {
+                for (kind, _) in kinds.iter().filter(|(_, has)| *has) {
+                    let route = Route { handler: loaded.clone(), counters: self.stats.counters(name) };
+                    if let Err(holder) = table.claim(*kind, name, route)
+                        && (changed.is_empty() || changed.contains(&&*loaded.stem))
+                    {
+                        tracing::warn!(handler = %loaded.stem, %name, "not serving `{name}`: handler `{holder}` already serves it");
                     }
                 }
             }
         }
-        served.dedup();
-        served
+        table
+    }
+
+    /// Makes `new` the routing table: names that go are dropped from the
+    /// connections first, then the table is swapped (deliveries already
+    /// running finish on the version they started with), then names that
+    /// came, or whose service settings changed, are registered.
+    async fn switch(&self, new: Table) {
+        let old = self.registry.snapshot();
+        let connections = self.outgoing.get().map(|o| o.connections.clone()).unwrap_or_default();
+        for (kind, name, _) in old.routes() {
+            if new.get(kind, name).is_some() {
+                continue;
+            }
+            for c in &connections {
+                let dropped = match kind {
+                    Kind::Service => c.unregister_service(name).await,
+                    Kind::Message => c.unregister_message(name).await,
+                };
+                if let Err(e) = dropped {
+                    tracing::warn!(%name, "could not stop serving `{name}`: {e}");
+                }
+            }
+        }
+        self.registry.replace(new);
+        let new = self.registry.snapshot();
+        for (kind, name, route) in new.routes() {
+            let before = old.get(kind, name);
+            if let Some(before) = before
+                && !Arc::ptr_eq(&before.handler.compiled, &route.handler.compiled)
+            {
+                route.counters.record_reload();
+            }
+            let register_again = match before {
+                None => true,
+                Some(before) => kind == Kind::Service && spec_of(before) != spec_of(route),
+            };
+            if !register_again {
+                continue;
+            }
+            for c in &connections {
+                if let Err(e) = register(&**c, kind, name, route).await {
+                    tracing::warn!(%name, "could not serve `{name}` on the bus: {e}");
+                }
+            }
+        }
     }
 
     /// The connection for the next outgoing operation, by weight.
@@ -304,7 +433,13 @@ impl Inbound for Core {
     }
 
     fn stats(&self) -> Vec<NameStats> {
-        self.stats.snapshot(&self.config.node.id)
+        let table = self.registry.snapshot();
+        let mut stats = self.stats.snapshot(&self.config.node.id);
+        for s in &mut stats {
+            let route = table.get(Kind::Service, &s.name).or_else(|| table.get(Kind::Message, &s.name));
+            s.version = route.map(|r| r.handler.compiled.version.clone()).unwrap_or_default();
+        }
+        stats
     }
 
     fn info(&self) -> NodeInfo {
@@ -453,8 +588,37 @@ impl Node {
         self.first_connection()?.drop_dead_letters(name).await
     }
 
+    /// Starts applying changes of the handlers folder live (see
+    /// [`NodeBuilder::watch`]); a second call changes nothing.
+    pub fn watch(&self) -> notify::Result<()> {
+        let mut watching = self.core.watch.lock().unwrap_or_else(|e| e.into_inner());
+        if watching.is_some() {
+            return Ok(());
+        }
+        let (watch, mut batches) = crate::watch::start(&self.core.config.node.handlers)?;
+        *watching = Some(watch);
+        let core = Arc::downgrade(&self.core);
+        tokio::spawn(async move {
+            while let Some(stems) = batches.recv().await {
+                let Some(core) = core.upgrade() else { break };
+                core.reload(stems).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Changes of the handlers folder applied and rejected so far.
+    pub fn reloads(&self) -> ReloadStats {
+        ReloadStats {
+            applied: self.core.reloads.applied.load(Ordering::Relaxed),
+            rejected: self.core.reloads.rejected.load(Ordering::Relaxed),
+        }
+    }
+
     /// Stops receiving and closes every connection.
     pub async fn stop(&self) {
+        // No more changes of the folder: they would register names again.
+        drop(self.core.watch.lock().unwrap_or_else(|e| e.into_inner()).take());
         if let Some(out) = self.core.outgoing.get() {
             for c in &out.connections {
                 if let Err(e) = c.stop().await {
@@ -468,23 +632,27 @@ impl Node {
     }
 }
 
-/// Compiles every handler file, in parallel over the machine's cores.
-fn compile_all(runtime: &Runtime, files: &[HandlerFile]) -> Vec<Result<crate::runtime::Compiled, String>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len().max(1));
-    let mut results: Vec<Option<Result<crate::runtime::Compiled, String>>> = (0..files.len()).map(|_| None).collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots = std::sync::Mutex::new(&mut results);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(file) = files.get(i) else { break };
-                    let result = runtime.load_file(&file.wasm).map_err(|e| e.to_string());
-                    slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
-                }
-            });
-        }
-    });
-    results.into_iter().map(|r| r.unwrap_or_else(|| Err("not compiled".into()))).collect()
+/// The service settings a driver needs for `route`.
+fn spec_of(route: &Route) -> ServiceSpec {
+    ServiceSpec { retry: route.handler.policy.retry.clone(), timeout: route.handler.policy.timeout }
+}
+
+/// Registers `name` of `kind` (served by `route`) on connection `c`.
+async fn register(c: &dyn Connection, kind: Kind, name: &str, route: &Route) -> Result<(), DriverError> {
+    match kind {
+        Kind::Service => c.register_service(name, &spec_of(route)).await,
+        Kind::Message => c.register_message(name).await,
+    }
+}
+
+/// The names `table` routes to handler `stem`, sorted.
+fn names_of(table: &Table, stem: &str) -> Vec<String> {
+    let mut names: Vec<String> = table
+        .routes()
+        .into_iter()
+        .filter(|(_, _, r)| &*r.handler.stem == stem)
+        .map(|(_, n, _)| n.to_string())
+        .collect();
+    names.dedup();
+    names
 }

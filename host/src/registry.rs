@@ -1,6 +1,6 @@
-//! Which loaded handler serves which name: a table the bus core reads on
-//! every delivery. A name is served by one handler per node; the first file
-//! (in file-name order) to claim it keeps it.
+//! Which loaded handler serves which name: a routing table the bus core reads
+//! on every delivery and replaces as a whole when the handlers folder changes,
+//! so a delivery sees either the old table or the new one, never a mix.
 
 use crate::handlers::Policy;
 use crate::runtime::Compiled;
@@ -12,8 +12,9 @@ use std::sync::{Arc, RwLock};
 pub struct Loaded {
     /// Its label (file stem).
     pub stem: Arc<str>,
-    /// The compiled component.
-    pub compiled: Compiled,
+    /// The compiled component (shared by the versions of a handler that
+    /// differ only in their sidecar).
+    pub compiled: Arc<Compiled>,
     /// The policy it runs under.
     pub policy: Policy,
 }
@@ -27,49 +28,77 @@ pub struct Route {
     pub counters: Arc<Counters>,
 }
 
-/// The name → handler table of one node.
-#[derive(Default)]
-pub struct Registry {
-    /// Services and messages, one map each (indexed by [`slot`]).
-    routes: RwLock<[HashMap<String, Route>; 2]>,
+/// Every route of a node: services and messages, one map each.
+#[derive(Default, Clone)]
+pub struct Table {
+    services: HashMap<String, Route>,
+    messages: HashMap<String, Route>,
 }
 
-fn slot(kind: Kind) -> usize {
-    match kind {
-        Kind::Service => 0,
-        Kind::Message => 1,
-    }
-}
-
-impl Registry {
+impl Table {
     /// The route for `name` of `kind`.
-    pub fn lookup(&self, kind: Kind, name: &str) -> Option<Route> {
-        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-        routes[slot(kind)].get(name).cloned()
+    pub fn get(&self, kind: Kind, name: &str) -> Option<&Route> {
+        self.map(kind).get(name)
     }
 
-    /// Claims `name` of `kind` for `route`. Returns the stem of the handler
-    /// that already holds it, if any (and then changes nothing).
-    pub fn claim(&self, kind: Kind, name: &str, route: Route) -> Result<(), Arc<str>> {
-        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        let routes = &mut routes[slot(kind)];
-        match routes.get(name) {
-            Some(held) if held.handler.stem != route.handler.stem => Err(held.handler.stem.clone()),
-            _ => {
-                routes.insert(name.to_string(), route);
+    /// Routes `name` of `kind` to `route` unless it is routed already;
+    /// returns the stem of the handler that holds it then.
+    pub fn claim(&mut self, kind: Kind, name: &str, route: Route) -> Result<(), Arc<str>> {
+        let map = match kind {
+            Kind::Service => &mut self.services,
+            Kind::Message => &mut self.messages,
+        };
+        match map.get(name) {
+            Some(held) => Err(held.handler.stem.clone()),
+            None => {
+                map.insert(name.to_string(), route);
                 Ok(())
             }
         }
     }
 
+    /// Every route with its kind and name, sorted.
+    pub fn routes(&self) -> Vec<(Kind, &str, &Route)> {
+        let mut all: Vec<_> = [Kind::Service, Kind::Message]
+            .into_iter()
+            .flat_map(|k| self.map(k).iter().map(move |(n, r)| (k, n.as_str(), r)))
+            .collect();
+        all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        all
+    }
+
+    fn map(&self, kind: Kind) -> &HashMap<String, Route> {
+        match kind {
+            Kind::Service => &self.services,
+            Kind::Message => &self.messages,
+        }
+    }
+}
+
+/// The name → handler table of one node.
+#[derive(Default)]
+pub struct Registry {
+    table: RwLock<Arc<Table>>,
+}
+
+impl Registry {
+    /// The route for `name` of `kind`.
+    pub fn lookup(&self, kind: Kind, name: &str) -> Option<Route> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).get(kind, name).cloned()
+    }
+
+    /// The current table.
+    pub fn snapshot(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes `table` the current table, in one step.
+    pub fn replace(&self, table: Table) {
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+    }
+
     /// Every name served, with its kind, sorted.
     pub fn names(&self) -> Vec<(Kind, String)> {
-        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-        let mut names: Vec<_> = [Kind::Service, Kind::Message]
-            .into_iter()
-            .flat_map(|k| routes[slot(k)].keys().map(move |n| (k, n.clone())))
-            .collect();
-        names.sort();
-        names
+        self.snapshot().routes().into_iter().map(|(k, n, _)| (k, n.to_string())).collect()
     }
 }

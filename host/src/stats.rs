@@ -15,9 +15,15 @@ pub struct Counters {
     requests: AtomicU64,
     errors: AtomicU64,
     total_ns: AtomicU64,
+    reloads: AtomicU64,
 }
 
 impl Counters {
+    /// Counts one swap of the handler version serving the name.
+    pub fn record_reload(&self) {
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one finished invocation.
     pub fn record(&self, elapsed: Duration, failed: bool) {
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -58,6 +64,8 @@ impl StatsTable {
                     errors: c.errors.load(Ordering::Relaxed),
                     total_ns,
                     average_ns: total_ns.checked_div(requests).unwrap_or(0),
+                    version: String::new(),
+                    reloads: c.reloads.load(Ordering::Relaxed),
                 }
             })
             .collect();
@@ -81,6 +89,13 @@ pub struct NameStats {
     pub total_ns: u64,
     /// `total_ns / requests`.
     pub average_ns: u64,
+    /// The version (content hash) of the handler serving it now; empty when
+    /// none does.
+    #[serde(default)]
+    pub version: String,
+    /// How many times a new handler version replaced the one serving it.
+    #[serde(default)]
+    pub reloads: u64,
 }
 
 /// One live node.
@@ -105,7 +120,7 @@ pub struct NodeInfo {
 }
 
 /// Whether a name answers (service) or listens (message).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Answers call and dispatch.

@@ -241,6 +241,16 @@ impl Connection for DefaultConnection {
         Ok(())
     }
 
+    async fn unregister_service(&self, name: &str) -> Result<(), DriverError> {
+        self.member.services.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        Ok(())
+    }
+
+    async fn unregister_message(&self, name: &str) -> Result<(), DriverError> {
+        self.member.messages.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        Ok(())
+    }
+
     async fn request(
         &self,
         name: &str,

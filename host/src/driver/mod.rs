@@ -131,10 +131,16 @@ pub trait Connection: Send + Sync {
     async fn stop(&self) -> Result<(), DriverError>;
     /// Releases the connection.
     async fn close(&self) -> Result<(), DriverError>;
-    /// Serves service `name` under `spec`.
+    /// Serves service `name` under `spec`; called again for a served name,
+    /// applies the new `spec`. Works before and after `start`.
     async fn register_service(&self, name: &str, spec: &ServiceSpec) -> Result<(), DriverError>;
     /// Listens to message `name`.
     async fn register_message(&self, name: &str) -> Result<(), DriverError>;
+    /// Stops serving service `name`; deliveries already running finish, and
+    /// work still queued for it stays queued.
+    async fn unregister_service(&self, name: &str) -> Result<(), DriverError>;
+    /// Stops listening to message `name`.
+    async fn unregister_message(&self, name: &str) -> Result<(), DriverError>;
     /// Calls service `name`, waiting at most `timeout`.
     async fn request(
         &self,

@@ -94,6 +94,8 @@ pub struct Exports {
 
 /// A validated, compiled and pre-instantiated handler component.
 pub struct Compiled {
+    /// The SHA-256 of the component file, in hex.
+    pub hash: String,
     /// Short content hash (12 hex digits of SHA-256): the version in logs.
     pub version: String,
     /// What it exports.
@@ -226,7 +228,7 @@ impl Runtime {
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(LoadError::NotWasm),
         }
-        let hash = format!("{:x}", Sha256::digest(bytes));
+        let hash = content_hash(bytes);
         let (component, cached) = match self.cache.as_ref().and_then(|c| c.get(&self.engine, &hash)) {
             Some(component) => (component, true),
             None => {
@@ -264,6 +266,7 @@ impl Runtime {
         };
         Ok(Compiled {
             version: hash[..12].to_string(),
+            hash,
             exports,
             imports,
             cached,
@@ -376,6 +379,12 @@ impl Runtime {
 enum Export<'a> {
     Service(&'a service::GuestIndices),
     Message(&'a message::GuestIndices),
+}
+
+/// A handler file's identity: the SHA-256 of its bytes, in hex. Its first 12
+/// digits are the version shown in logs.
+pub fn content_hash(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// The epoch callback's verdict: the deadline passed while the guest ran.

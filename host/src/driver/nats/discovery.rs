@@ -126,7 +126,10 @@ impl NatsConnection {
                         e["last_error"] = json!("");
                         e["processing_time"] = json!(s.map_or(0, |s| s.total_ns));
                         e["average_processing_time"] = json!(s.map_or(0, |s| s.average_ns));
-                        e["data"] = json!({});
+                        e["data"] = json!({
+                            "version": s.map_or("", |s| s.version.as_str()),
+                            "reloads": s.map_or(0, |s| s.reloads),
+                        });
                         e
                     })
                     .collect();
@@ -141,7 +144,7 @@ impl NatsConnection {
 pub(super) async fn serve(conn: &Arc<NatsConnection>) -> Result<(), DriverError> {
     let subscriber =
         conn.client.subscribe("$SRV.>").await.map_err(|e| DriverError(format!("subscribing to $SRV.>: {e}")))?;
-    conn.tasks.spawn(conn.clone().pump(subscriber, |conn, msg| async move {
+    conn.tasks.spawn(conn.clone().pump(subscriber, conn.cancel.clone(), |conn, msg| async move {
         let tokens: Vec<&str> = msg.subject.split('.').collect();
         let ours = service_name(&conn.node.project);
         let addressed = match tokens.as_slice() {
@@ -247,6 +250,8 @@ pub(super) async fn stats(conn: &NatsConnection) -> Result<Vec<NameStats>, Drive
                 errors: e["num_errors"].as_u64().unwrap_or(0),
                 total_ns,
                 average_ns: e["average_processing_time"].as_u64().unwrap_or(0),
+                version: text(&e["data"]["version"]),
+                reloads: e["data"]["reloads"].as_u64().unwrap_or(0),
             });
         }
     }

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
 
 /// Ack wait beyond the handler's timeout: time to record the outcome.
 const ACK_MARGIN: Duration = Duration::from_secs(5);
@@ -76,37 +77,65 @@ pub(super) async fn enqueue(
     Ok(Receipt { id, outcome: None })
 }
 
-/// Starts consuming the work queue of service `name`.
-pub(super) async fn serve_queue(conn: &Arc<NatsConnection>, name: &str, spec: &ServiceSpec) -> Result<(), DriverError> {
+/// Creates the durable consumer of service `name`, or updates its ack wait
+/// to cover `spec`'s timeout (the other settings never change).
+async fn consumer(
+    conn: &NatsConnection,
+    name: &str,
+    spec: &ServiceSpec,
+) -> Result<async_nats::jetstream::consumer::PullConsumer, DriverError> {
     let stream =
         conn.js.get_stream(&conn.wire.queue_stream).await.map_err(|e| js_error("opening the work queue", e))?;
     let durable = conn.wire.consumer(name);
-    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &durable,
-            pull::Config {
-                durable_name: Some(durable.clone()),
-                filter_subject: conn.wire.queue(name),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: spec.timeout + ACK_MARGIN,
-                max_deliver: -1,
-                ..Default::default()
-            },
-        )
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(durable.clone()),
+            filter_subject: conn.wire.queue(name),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: spec.timeout + ACK_MARGIN,
+            max_deliver: -1,
+            ..Default::default()
+        })
         .await
-        .map_err(|e| js_error(&format!("creating the consumer {durable}"), e))?;
+        .map_err(|e| js_error(&format!("creating the consumer {durable}"), e))
+}
+
+/// Applies a changed timeout of service `name` to its consumer's ack wait.
+pub(super) async fn update_consumer(conn: &NatsConnection, name: &str, spec: &ServiceSpec) -> Result<(), DriverError> {
+    consumer(conn, name, spec).await.map(drop)
+}
+
+/// Starts consuming the work queue of service `name`, until `until` is
+/// cancelled. Each job runs under the service's spec at the time it arrives.
+pub(super) async fn serve_queue(
+    conn: &Arc<NatsConnection>,
+    name: &str,
+    spec: &ServiceSpec,
+    until: &CancellationToken,
+) -> Result<(), DriverError> {
+    let consumer = consumer(conn, name, spec).await?;
+    let durable = conn.wire.consumer(name);
     let mut messages = consumer.messages().await.map_err(|e| js_error(&format!("consuming {durable}"), e))?;
     let me = conn.clone();
     let name = name.to_string();
-    let spec = spec.clone();
+    let until = until.clone();
     conn.tasks.spawn(async move {
         loop {
             tokio::select! {
-                () = me.cancel.cancelled() => break,
+                () = until.cancelled() => break,
                 next = messages.next() => match next {
                     Some(Ok(msg)) => {
-                        let (conn, name, spec) = (me.clone(), name.clone(), spec.clone());
-                        me.tasks.spawn(async move { run(&conn, &name, &spec, msg).await });
+                        let spec = me.services.lock().unwrap_or_else(|e| e.into_inner()).get(&name).cloned();
+                        let (conn, name) = (me.clone(), name.clone());
+                        me.tasks.spawn(async move {
+                            match spec {
+                                Some(spec) => run(&conn, &name, &spec, msg).await,
+                                // Dropped meanwhile: leave the job to whoever serves it next.
+                                None => {
+                                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                                }
+                            }
+                        });
                     }
                     Some(Err(e)) => tracing::debug!(%name, "work queue: {e}"),
                     None => break,

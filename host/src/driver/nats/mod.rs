@@ -21,12 +21,12 @@ use super::{Connection, DRAIN, DeadLetter, Driver, DriverError, Fanout, Inbound,
 use crate::config::ConnectionConfig;
 use crate::delivery::{Envelope, Headers, Mode};
 use crate::failure::{Failure, FailureClass};
-use crate::stats::{NameStats, NodeInfo, ServiceInfo};
+use crate::stats::{Kind, NameStats, NodeInfo, ServiceInfo};
 use async_nats::Client;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -135,6 +135,7 @@ impl Driver for NatsDriver {
             inbound: Arc::downgrade(&inbound),
             services: Mutex::default(),
             messages: Mutex::default(),
+            serving: Mutex::default(),
             started: AtomicBool::new(false),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -156,6 +157,9 @@ pub(crate) struct NatsConnection {
     inbound: Weak<dyn Inbound>,
     services: Mutex<BTreeMap<String, ServiceSpec>>,
     messages: Mutex<BTreeSet<String>>,
+    /// The subscriptions and consumer of each name served, ended by
+    /// cancelling its token (a child of `cancel`).
+    serving: Mutex<HashMap<(Kind, String), CancellationToken>>,
     /// Whether subscriptions are live (names registered later start at once).
     started: AtomicBool,
     /// Cancelled by `stop`: subscriptions and consumers end.
@@ -173,7 +177,7 @@ impl NatsConnection {
     }
 
     /// Answers calls to `name` (queue group `busbar`, one node answers).
-    async fn serve_calls(self: &Arc<Self>, name: &str) -> Result<(), DriverError> {
+    async fn serve_calls(self: &Arc<Self>, name: &str, until: &CancellationToken) -> Result<(), DriverError> {
         let subject = self.wire.call(name);
         let subscriber = self
             .client
@@ -181,7 +185,7 @@ impl NatsConnection {
             .await
             .map_err(|e| DriverError(format!("subscribing to {subject}: {e}")))?;
         let name = name.to_string();
-        self.tasks.spawn(self.clone().pump(subscriber, move |conn, msg| {
+        self.tasks.spawn(self.clone().pump(subscriber, until.clone(), move |conn, msg| {
             let name = name.clone();
             async move { conn.answer_call(&name, msg).await }
         }));
@@ -223,7 +227,7 @@ impl NatsConnection {
     }
 
     /// Listens to events for `name`: every broadcast, and rolecasts for this node's group.
-    async fn serve_events(self: &Arc<Self>, name: &str) -> Result<(), DriverError> {
+    async fn serve_events(self: &Arc<Self>, name: &str, until: &CancellationToken) -> Result<(), DriverError> {
         let broadcast = self.wire.event(name);
         let rolecast = self.wire.publish(name);
         let all = self
@@ -238,7 +242,7 @@ impl NatsConnection {
             .map_err(|e| DriverError(format!("subscribing to {rolecast}: {e}")))?;
         for (subscriber, mode) in [(all, Mode::Broadcast), (one, Mode::Rolecast)] {
             let name = name.to_string();
-            self.tasks.spawn(self.clone().pump(subscriber, move |conn, msg| {
+            self.tasks.spawn(self.clone().pump(subscriber, until.clone(), move |conn, msg| {
                 let envelope =
                     Envelope::once(&name, mode, msg.payload.to_vec(), wire::headers_from(msg.headers.as_ref()));
                 async move {
@@ -250,15 +254,15 @@ impl NatsConnection {
     }
 
     /// Runs `handle` on its own task for every message of `subscriber`,
-    /// until the connection stops.
-    async fn pump<F, Fut>(self: Arc<Self>, mut subscriber: async_nats::Subscriber, handle: F)
+    /// until `until` is cancelled (the name is dropped or the connection stops).
+    async fn pump<F, Fut>(self: Arc<Self>, mut subscriber: async_nats::Subscriber, until: CancellationToken, handle: F)
     where
         F: Fn(Arc<Self>, async_nats::Message) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         loop {
             tokio::select! {
-                () = self.cancel.cancelled() => break,
+                () = until.cancelled() => break,
                 next = subscriber.next() => match next {
                     Some(msg) => {
                         self.tasks.spawn(handle(self.clone(), msg));
@@ -270,13 +274,36 @@ impl NatsConnection {
         let _ = subscriber.unsubscribe().await;
     }
 
+    /// Starts serving `name` (a service when `spec` is given), unless it is
+    /// served already.
     async fn serve(self: &Arc<Self>, name: &str, spec: Option<&ServiceSpec>) -> Result<(), DriverError> {
-        match spec {
-            Some(spec) => {
-                self.serve_calls(name).await?;
-                dispatch::serve_queue(self, name, spec).await
+        let kind = if spec.is_some() { Kind::Service } else { Kind::Message };
+        let until = {
+            let mut serving = self.serving.lock().unwrap_or_else(|e| e.into_inner());
+            if serving.contains_key(&(kind, name.to_string())) {
+                return Ok(());
             }
-            None => self.serve_events(name).await,
+            let until = self.cancel.child_token();
+            serving.insert((kind, name.to_string()), until.clone());
+            until
+        };
+        let served = match spec {
+            Some(spec) => match self.serve_calls(name, &until).await {
+                Ok(()) => dispatch::serve_queue(self, name, spec, &until).await,
+                Err(e) => Err(e),
+            },
+            None => self.serve_events(name, &until).await,
+        };
+        if served.is_err() {
+            self.unserve(kind, name);
+        }
+        served
+    }
+
+    /// Ends the subscriptions (and consumer) of `name`.
+    fn unserve(&self, kind: Kind, name: &str) {
+        if let Some(until) = self.serving.lock().unwrap_or_else(|e| e.into_inner()).remove(&(kind, name.to_string())) {
+            until.cancel();
         }
     }
 
@@ -363,10 +390,28 @@ impl Connection for NatsConnection {
     }
 
     async fn register_service(&self, name: &str, spec: &ServiceSpec) -> Result<(), DriverError> {
-        self.services.lock().unwrap_or_else(|e| e.into_inner()).insert(name.into(), spec.clone());
+        let old = self.services.lock().unwrap_or_else(|e| e.into_inner()).insert(name.into(), spec.clone());
         if self.started.load(Ordering::SeqCst) {
-            self.me()?.serve(name, Some(spec)).await?;
+            match old {
+                // Served already: the consumer loop reads the retry schedule
+                // per message; only the ack wait lives on the server.
+                Some(old) if old.timeout != spec.timeout => dispatch::update_consumer(self, name, spec).await?,
+                Some(_) => {}
+                None => self.me()?.serve(name, Some(spec)).await?,
+            }
         }
+        Ok(())
+    }
+
+    async fn unregister_service(&self, name: &str) -> Result<(), DriverError> {
+        self.services.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        self.unserve(Kind::Service, name);
+        Ok(())
+    }
+
+    async fn unregister_message(&self, name: &str) -> Result<(), DriverError> {
+        self.messages.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        self.unserve(Kind::Message, name);
         Ok(())
     }
 

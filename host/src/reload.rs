@@ -1,0 +1,169 @@
+//! The handler set of a node and how a change of its folder becomes a new
+//! set: for each file stem that changed, read `NAME.wasm` and `NAME.toml`
+//! again, compile what is new (off the async workers, in parallel), and keep
+//! the previous version of a handler whose new file does not validate. The
+//! bus core turns the resulting set into a routing table and swaps it in.
+
+use crate::config::HandlerDefaults;
+use crate::handlers;
+use crate::registry::Loaded;
+use crate::runtime::{Runtime, content_hash};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The loaded handlers of a node, by file stem (file-name order).
+pub type HandlerSet = BTreeMap<String, Arc<Loaded>>;
+
+/// What became of one handler stem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new handler serves.
+    Added {
+        /// Its version (content hash).
+        version: String,
+    },
+    /// A new version of the handler replaced the old one.
+    Replaced {
+        /// The version that served before.
+        from: String,
+        /// The version that serves now.
+        to: String,
+    },
+    /// Only the sidecar changed: the same version serves under a new policy.
+    Policy {
+        /// The version serving.
+        version: String,
+    },
+    /// The handler is gone and its names are no longer served.
+    Removed {
+        /// The version that served.
+        version: String,
+    },
+    /// The files do not make a valid handler; `serving` still serves.
+    Rejected {
+        /// Why.
+        reason: String,
+        /// The version that keeps serving, if any.
+        serving: Option<String>,
+    },
+    /// Nothing that matters changed (same content, same sidecar).
+    Unchanged,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Added { version } => write!(f, "added, version {version} serves"),
+            Change::Replaced { from, to } => write!(f, "replaced: version {to} serves (was {from})"),
+            Change::Policy { version } => write!(f, "sidecar applied to version {version}"),
+            Change::Removed { version } => write!(f, "removed (was version {version})"),
+            Change::Rejected { reason, serving: Some(v) } => write!(f, "rejected, version {v} keeps serving: {reason}"),
+            Change::Rejected { reason, serving: None } => write!(f, "rejected: {reason}"),
+            Change::Unchanged => write!(f, "unchanged"),
+        }
+    }
+}
+
+/// Re-reads handler `stem` of `dir` against the version now `current`.
+/// Returns the change and the handler to keep under `stem`.
+fn examine(
+    runtime: &Runtime,
+    dir: &Path,
+    defaults: &HandlerDefaults,
+    stem: &str,
+    current: Option<&Arc<Loaded>>,
+) -> (Change, Option<Arc<Loaded>>) {
+    let keep = |reason: String| {
+        let serving = current.map(|c| c.compiled.version.clone());
+        (Change::Rejected { reason, serving }, current.cloned())
+    };
+    let wasm = dir.join(format!("{stem}.wasm"));
+    let gone = |current: Option<&Arc<Loaded>>| match current {
+        Some(c) => (Change::Removed { version: c.compiled.version.clone() }, None),
+        None if dir.join(format!("{stem}.toml")).is_file() => {
+            (Change::Rejected { reason: handlers::orphan_reason(dir, stem), serving: None }, None)
+        }
+        None => (Change::Unchanged, None),
+    };
+    if !wasm.is_file() {
+        return gone(current);
+    }
+    let file = match handlers::handler_file(&wasm, defaults) {
+        Ok(file) => file,
+        Err(reason) => return keep(reason),
+    };
+    let bytes = match std::fs::read(&wasm) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return gone(current),
+        Err(e) => return keep(format!("cannot read it: {e}")),
+    };
+    if let Some(current) = current.filter(|c| c.compiled.hash == content_hash(&bytes)) {
+        if current.policy == file.policy {
+            return (Change::Unchanged, Some(current.clone()));
+        }
+        let loaded = Loaded { stem: current.stem.clone(), compiled: current.compiled.clone(), policy: file.policy };
+        return (Change::Policy { version: current.compiled.version.clone() }, Some(Arc::new(loaded)));
+    }
+    match runtime.load(&bytes) {
+        Ok(compiled) => {
+            let change = match current {
+                Some(c) => Change::Replaced { from: c.compiled.version.clone(), to: compiled.version.clone() },
+                None => Change::Added { version: compiled.version.clone() },
+            };
+            let loaded = Loaded { stem: stem.into(), compiled: Arc::new(compiled), policy: file.policy };
+            (change, Some(Arc::new(loaded)))
+        }
+        Err(e) => keep(e.to_string()),
+    }
+}
+
+/// Re-reads `stems` of `dir` (in parallel over the machine's cores) and
+/// updates `set`; returns each stem's change, in `stems` order.
+pub fn apply(
+    runtime: &Runtime,
+    dir: &Path,
+    defaults: &HandlerDefaults,
+    set: &mut HandlerSet,
+    stems: &[String],
+) -> Vec<(String, Change)> {
+    let examined = parallel(stems, |stem| examine(runtime, dir, defaults, stem, set.get(stem)));
+    stems
+        .iter()
+        .zip(examined)
+        .map(|(stem, (change, kept))| {
+            match kept {
+                Some(loaded) => set.insert(stem.clone(), loaded),
+                None => set.remove(stem),
+            };
+            (stem.clone(), change)
+        })
+        .collect()
+}
+
+/// `f` over `items`, on as many threads as the machine has cores.
+fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break done };
+                        done.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
