@@ -174,7 +174,7 @@ impl NodeBuilder {
             stats: StatsTable::default(),
             started: SystemTime::now(),
             outgoing: OnceLock::new(),
-            handlers: tokio::sync::Mutex::new(HandlerSet::new()),
+            handlers: tokio::sync::Mutex::new(HandlerSet::default()),
             reloads: ReloadCounts::default(),
             watch: Mutex::new(None),
         });
@@ -318,7 +318,7 @@ impl Core {
     /// `changed` (or by any handler, when `changed` is empty) are logged.
     fn table(&self, set: &HandlerSet, changed: &[&str]) -> Table {
         let mut table = Table::default();
-        for loaded in set.values() {
+        for loaded in set.handlers() {
             let exports = loaded.compiled.exports;
             let kinds = [(Kind::Service, exports.service), (Kind::Message, exports.message)];
             for name in &loaded.policy.names {

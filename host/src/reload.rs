@@ -13,8 +13,33 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-/// The loaded handlers of a node, by file stem (file-name order).
-pub type HandlerSet = BTreeMap<String, Arc<Loaded>>;
+/// The loaded handlers of a node, by file stem (file-name order), and the
+/// files last rejected for each stem, so one bad file is reported once.
+#[derive(Default, Clone)]
+pub struct HandlerSet {
+    loaded: BTreeMap<String, Arc<Loaded>>,
+    /// Stem → fingerprint of the files rejected last.
+    rejected: BTreeMap<String, String>,
+}
+
+impl HandlerSet {
+    /// The handler loaded from `stem`.
+    pub fn get(&self, stem: &str) -> Option<&Arc<Loaded>> {
+        self.loaded.get(stem)
+    }
+
+    /// Every loaded handler, in file-name order.
+    pub fn handlers(&self) -> impl Iterator<Item = &Arc<Loaded>> {
+        self.loaded.values()
+    }
+}
+
+/// What identifies the files of one stem: the handler's and the sidecar's contents.
+fn fingerprint(dir: &Path, stem: &str) -> String {
+    let read = |ext: &str| std::fs::read(dir.join(format!("{stem}.{ext}"))).ok();
+    let part = |bytes: Option<Vec<u8>>| bytes.map_or_else(|| "-".to_string(), |b| content_hash(&b));
+    format!("{}/{}", part(read("wasm")), part(read("toml")))
+}
 
 /// What became of one handler stem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,14 +153,27 @@ pub fn apply(
     set: &mut HandlerSet,
     stems: &[String],
 ) -> Vec<(String, Change)> {
-    let examined = parallel(stems, |stem| examine(runtime, dir, defaults, stem, set.get(stem)));
+    let examined = parallel(stems, |stem| {
+        let seen = fingerprint(dir, stem);
+        if set.rejected.get(stem) == Some(&seen) {
+            // The very files rejected last time: nothing new to say.
+            return (Change::Unchanged, set.get(stem).cloned(), seen);
+        }
+        let (change, kept) = examine(runtime, dir, defaults, stem, set.get(stem));
+        (change, kept, seen)
+    });
     stems
         .iter()
         .zip(examined)
-        .map(|(stem, (change, kept))| {
+        .map(|(stem, (change, kept, seen))| {
             match kept {
-                Some(loaded) => set.insert(stem.clone(), loaded),
-                None => set.remove(stem),
+                Some(loaded) => set.loaded.insert(stem.clone(), loaded),
+                None => set.loaded.remove(stem),
+            };
+            match change {
+                Change::Rejected { .. } => set.rejected.insert(stem.clone(), seen),
+                Change::Unchanged => None,
+                _ => set.rejected.remove(stem),
             };
             (stem.clone(), change)
         })

@@ -57,6 +57,26 @@ impl Folder {
         self.write(&format!("{name}.toml"), toml.as_bytes())
     }
 
+    /// Puts `bytes` into the folder as `file` the way deployment tools do:
+    /// written to a hidden temporary file, then renamed into place (atomic).
+    pub fn put(&self, file: &str, bytes: &[u8]) -> &Self {
+        let temporary = self.path().join(format!(".{file}.tmp"));
+        std::fs::write(&temporary, bytes).expect("write the temporary file");
+        std::fs::rename(&temporary, self.path().join(file)).expect("rename into place");
+        self
+    }
+
+    /// [`Folder::put`] of guest `guest_name` as `name.wasm`.
+    pub fn put_guest(&self, guest_name: &str, name: &str) -> &Self {
+        self.put(&format!("{name}.wasm"), &std::fs::read(guest(guest_name)).expect("guest built"))
+    }
+
+    /// Removes `file` from the folder.
+    pub fn remove(&self, file: &str) -> &Self {
+        std::fs::remove_file(self.path().join(file)).expect("remove from the folder");
+        self
+    }
+
     /// Writes any file into the folder.
     pub fn write(&self, file: &str, bytes: &[u8]) -> &Self {
         std::fs::write(self.path().join(file), bytes).expect("write into the folder");
@@ -84,6 +104,21 @@ pub async fn start_on(hub: &DefaultDriver, folder: &Folder, config: &str) -> (No
 /// Starts a lone node serving `folder` with default config on a private hub.
 pub async fn start(folder: &Folder) -> Node {
     start_on(&DefaultDriver::new(), folder, "").await.0
+}
+
+/// Starts a lone node on a private hub that serves `folder` and applies its
+/// changes live (as `busbar run` does).
+pub async fn start_watching(folder: &Folder) -> Node {
+    let mut config = Config::parse("", Path::new("test.toml")).expect("test config is valid");
+    config.node.handlers = folder.path().to_path_buf();
+    NodeBuilder::new(config)
+        .runtime(runtime())
+        .driver("default", Arc::new(DefaultDriver::new()))
+        .watch(true)
+        .start()
+        .await
+        .expect("node starts")
+        .0
 }
 
 /// Log lines captured from the whole test process (`busbar=info`).
@@ -137,9 +172,18 @@ pub fn nats_config(url: &str, id: &str, group: &str, extra: &str) -> String {
 
 /// Starts a node serving `folder` on the NATS server at `url`.
 pub async fn start_nats(url: &str, folder: &Folder, id: &str, group: &str, extra: &str) -> (Node, LoadReport) {
+    nats_node(url, folder, id, group, extra, false).await
+}
+
+/// [`start_nats`], applying changes of `folder` live.
+pub async fn start_nats_watching(url: &str, folder: &Folder, id: &str) -> Node {
+    nats_node(url, folder, id, "", "", true).await.0
+}
+
+async fn nats_node(url: &str, folder: &Folder, id: &str, group: &str, extra: &str, watch: bool) -> (Node, LoadReport) {
     let mut config = Config::parse(&nats_config(url, id, group, extra), Path::new("test.toml")).expect("valid config");
     config.node.handlers = folder.path().to_path_buf();
-    NodeBuilder::new(config).runtime(runtime()).start().await.expect("node starts on NATS")
+    NodeBuilder::new(config).runtime(runtime()).watch(watch).start().await.expect("node starts on NATS")
 }
 
 /// A client (serves nothing) on the NATS server at `url`.

@@ -10,5 +10,7 @@ mod failures;
 mod folder;
 mod nats;
 mod nats_interop;
+mod nats_reload;
+mod reload;
 mod retries;
 mod sandbox;

@@ -144,21 +144,25 @@ impl NatsConnection {
 pub(super) async fn serve(conn: &Arc<NatsConnection>) -> Result<(), DriverError> {
     let subscriber =
         conn.client.subscribe("$SRV.>").await.map_err(|e| DriverError(format!("subscribing to $SRV.>: {e}")))?;
-    conn.tasks.spawn(conn.clone().pump(subscriber, conn.cancel.clone(), |conn, msg| async move {
-        let tokens: Vec<&str> = msg.subject.split('.').collect();
-        let ours = service_name(&conn.node.project);
-        let addressed = match tokens.as_slice() {
-            [_, _] => true,
-            [_, _, name] => *name == ours,
-            [_, _, name, id] => *name == ours && *id == conn.node.node,
-            _ => false,
-        };
-        let (Some(reply), true) = (msg.reply.clone(), addressed) else { return };
-        let Some(body) = conn.reply(tokens[1]) else { return };
-        if let Err(e) = conn.client.publish(reply, Bytes::from(body.to_string())).await {
-            tracing::debug!("discovery reply: {e}");
-        }
-    }));
+    let serving = super::Serving::new(conn.cancel.clone());
+    serving.spawn(
+        conn,
+        conn.clone().pump(subscriber, serving.clone(), |conn, msg| async move {
+            let tokens: Vec<&str> = msg.subject.split('.').collect();
+            let ours = service_name(&conn.node.project);
+            let addressed = match tokens.as_slice() {
+                [_, _] => true,
+                [_, _, name] => *name == ours,
+                [_, _, name, id] => *name == ours && *id == conn.node.node,
+                _ => false,
+            };
+            let (Some(reply), true) = (msg.reply.clone(), addressed) else { return };
+            let Some(body) = conn.reply(tokens[1]) else { return };
+            if let Err(e) = conn.client.publish(reply, Bytes::from(body.to_string())).await {
+                tracing::debug!("discovery reply: {e}");
+            }
+        }),
+    );
     Ok(())
 }
 

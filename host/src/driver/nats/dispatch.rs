@@ -13,7 +13,7 @@
 //! would stay in the work queue unseen, so the limit is busbar's own.
 
 use super::wire::{self, Wire};
-use super::{DeadLetter, DriverError, NatsConnection, Receipt, ServiceSpec};
+use super::{DeadLetter, DriverError, NatsConnection, Receipt, ServiceSpec, Serving};
 use crate::delivery::{self, Envelope, Headers, Mode};
 use crate::failure::{Failure, FailureClass};
 use crate::stats::rfc3339;
@@ -24,7 +24,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio_util::sync::CancellationToken;
 
 /// Ack wait beyond the handler's timeout: time to record the outcome.
 const ACK_MARGIN: Duration = Duration::from_secs(5);
@@ -105,29 +104,29 @@ pub(super) async fn update_consumer(conn: &NatsConnection, name: &str, spec: &Se
     consumer(conn, name, spec).await.map(drop)
 }
 
-/// Starts consuming the work queue of service `name`, until `until` is
-/// cancelled. Each job runs under the service's spec at the time it arrives.
+/// Starts consuming the work queue of service `name`, until `serving` ends.
+/// Each job runs under the service's spec at the time it arrives.
 pub(super) async fn serve_queue(
     conn: &Arc<NatsConnection>,
     name: &str,
     spec: &ServiceSpec,
-    until: &CancellationToken,
+    serving: &Serving,
 ) -> Result<(), DriverError> {
     let consumer = consumer(conn, name, spec).await?;
     let durable = conn.wire.consumer(name);
     let mut messages = consumer.messages().await.map_err(|e| js_error(&format!("consuming {durable}"), e))?;
     let me = conn.clone();
     let name = name.to_string();
-    let until = until.clone();
-    conn.tasks.spawn(async move {
+    let job = serving.clone();
+    serving.spawn(conn, async move {
         loop {
             tokio::select! {
-                () = until.cancelled() => break,
+                () = job.until.cancelled() => break,
                 next = messages.next() => match next {
                     Some(Ok(msg)) => {
                         let spec = me.services.lock().unwrap_or_else(|e| e.into_inner()).get(&name).cloned();
                         let (conn, name) = (me.clone(), name.clone());
-                        me.tasks.spawn(async move {
+                        job.spawn(&me, async move {
                             match spec {
                                 Some(spec) => run(&conn, &name, &spec, msg).await,
                                 // Dropped meanwhile: leave the job to whoever serves it next.

@@ -143,6 +143,38 @@ impl Driver for NatsDriver {
     }
 }
 
+/// The life of one served name: its subscriptions (and consumer) end when
+/// `until` is cancelled; `tasks` tracks them and the deliveries they started.
+#[derive(Clone)]
+pub(crate) struct Serving {
+    until: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Serving {
+    fn new(until: CancellationToken) -> Self {
+        Self { until, tasks: TaskTracker::new() }
+    }
+
+    /// Runs `work` on `conn`'s tasks, tracked as this name's too.
+    fn spawn<F>(&self, conn: &NatsConnection, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        conn.tasks.spawn(self.tasks.track_future(work));
+    }
+
+    /// Ends the subscriptions and waits, at most [`DRAIN`], until what they
+    /// received has been handled.
+    async fn end(self) {
+        self.until.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(DRAIN, self.tasks.wait()).await.is_err() {
+            tracing::warn!("{} deliveries still running after {DRAIN:?} go on in the background", self.tasks.len());
+        }
+    }
+}
+
 /// One node's connection to a NATS server.
 pub(crate) struct NatsConnection {
     me: Weak<NatsConnection>,
@@ -159,7 +191,7 @@ pub(crate) struct NatsConnection {
     messages: Mutex<BTreeSet<String>>,
     /// The subscriptions and consumer of each name served, ended by
     /// cancelling its token (a child of `cancel`).
-    serving: Mutex<HashMap<(Kind, String), CancellationToken>>,
+    serving: Mutex<HashMap<(Kind, String), Serving>>,
     /// Whether subscriptions are live (names registered later start at once).
     started: AtomicBool,
     /// Cancelled by `stop`: subscriptions and consumers end.
@@ -177,7 +209,7 @@ impl NatsConnection {
     }
 
     /// Answers calls to `name` (queue group `busbar`, one node answers).
-    async fn serve_calls(self: &Arc<Self>, name: &str, until: &CancellationToken) -> Result<(), DriverError> {
+    async fn serve_calls(self: &Arc<Self>, name: &str, serving: &Serving) -> Result<(), DriverError> {
         let subject = self.wire.call(name);
         let subscriber = self
             .client
@@ -185,10 +217,13 @@ impl NatsConnection {
             .await
             .map_err(|e| DriverError(format!("subscribing to {subject}: {e}")))?;
         let name = name.to_string();
-        self.tasks.spawn(self.clone().pump(subscriber, until.clone(), move |conn, msg| {
-            let name = name.clone();
-            async move { conn.answer_call(&name, msg).await }
-        }));
+        serving.spawn(
+            self,
+            self.clone().pump(subscriber, serving.clone(), move |conn, msg| {
+                let name = name.clone();
+                async move { conn.answer_call(&name, msg).await }
+            }),
+        );
         Ok(())
     }
 
@@ -227,7 +262,7 @@ impl NatsConnection {
     }
 
     /// Listens to events for `name`: every broadcast, and rolecasts for this node's group.
-    async fn serve_events(self: &Arc<Self>, name: &str, until: &CancellationToken) -> Result<(), DriverError> {
+    async fn serve_events(self: &Arc<Self>, name: &str, serving: &Serving) -> Result<(), DriverError> {
         let broadcast = self.wire.event(name);
         let rolecast = self.wire.publish(name);
         let all = self
@@ -242,68 +277,78 @@ impl NatsConnection {
             .map_err(|e| DriverError(format!("subscribing to {rolecast}: {e}")))?;
         for (subscriber, mode) in [(all, Mode::Broadcast), (one, Mode::Rolecast)] {
             let name = name.to_string();
-            self.tasks.spawn(self.clone().pump(subscriber, until.clone(), move |conn, msg| {
-                let envelope =
-                    Envelope::once(&name, mode, msg.payload.to_vec(), wire::headers_from(msg.headers.as_ref()));
-                async move {
-                    let _ = conn.deliver(envelope).await;
-                }
-            }));
+            serving.spawn(
+                self,
+                self.clone().pump(subscriber, serving.clone(), move |conn, msg| {
+                    let envelope =
+                        Envelope::once(&name, mode, msg.payload.to_vec(), wire::headers_from(msg.headers.as_ref()));
+                    async move {
+                        let _ = conn.deliver(envelope).await;
+                    }
+                }),
+            );
         }
         Ok(())
     }
 
     /// Runs `handle` on its own task for every message of `subscriber`,
-    /// until `until` is cancelled (the name is dropped or the connection stops).
-    async fn pump<F, Fut>(self: Arc<Self>, mut subscriber: async_nats::Subscriber, until: CancellationToken, handle: F)
+    /// until `serving` ends (the name is dropped or the connection stops). Then it drains: unsubscribes, and still handles the messages
+    /// the server sent before it saw the unsubscribe, so a call routed to
+    /// this node as it leaves is answered, not left to time out.
+    async fn pump<F, Fut>(self: Arc<Self>, mut subscriber: async_nats::Subscriber, serving: Serving, handle: F)
     where
         F: Fn(Arc<Self>, async_nats::Message) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         loop {
             tokio::select! {
-                () = until.cancelled() => break,
+                () = serving.until.cancelled() => break,
                 next = subscriber.next() => match next {
-                    Some(msg) => {
-                        self.tasks.spawn(handle(self.clone(), msg));
-                    }
-                    None => break,
+                    Some(msg) => serving.spawn(&self, handle(self.clone(), msg)),
+                    None => return,
                 },
             }
         }
-        let _ = subscriber.unsubscribe().await;
+        if subscriber.drain().await.is_err() {
+            return;
+        }
+        while let Ok(Some(msg)) = tokio::time::timeout(DRAIN, subscriber.next()).await {
+            serving.spawn(&self, handle(self.clone(), msg));
+        }
     }
 
     /// Starts serving `name` (a service when `spec` is given), unless it is
     /// served already.
     async fn serve(self: &Arc<Self>, name: &str, spec: Option<&ServiceSpec>) -> Result<(), DriverError> {
         let kind = if spec.is_some() { Kind::Service } else { Kind::Message };
-        let until = {
-            let mut serving = self.serving.lock().unwrap_or_else(|e| e.into_inner());
-            if serving.contains_key(&(kind, name.to_string())) {
+        let serving = {
+            let mut all = self.serving.lock().unwrap_or_else(|e| e.into_inner());
+            if all.contains_key(&(kind, name.to_string())) {
                 return Ok(());
             }
-            let until = self.cancel.child_token();
-            serving.insert((kind, name.to_string()), until.clone());
-            until
+            let serving = Serving::new(self.cancel.child_token());
+            all.insert((kind, name.to_string()), serving.clone());
+            serving
         };
         let served = match spec {
-            Some(spec) => match self.serve_calls(name, &until).await {
-                Ok(()) => dispatch::serve_queue(self, name, spec, &until).await,
+            Some(spec) => match self.serve_calls(name, &serving).await {
+                Ok(()) => dispatch::serve_queue(self, name, spec, &serving).await,
                 Err(e) => Err(e),
             },
-            None => self.serve_events(name, &until).await,
+            None => self.serve_events(name, &serving).await,
         };
         if served.is_err() {
-            self.unserve(kind, name);
+            self.unserve(kind, name).await;
         }
         served
     }
 
-    /// Ends the subscriptions (and consumer) of `name`.
-    fn unserve(&self, kind: Kind, name: &str) {
-        if let Some(until) = self.serving.lock().unwrap_or_else(|e| e.into_inner()).remove(&(kind, name.to_string())) {
-            until.cancel();
+    /// Ends the subscriptions (and consumer) of `name`, once what they
+    /// received has been handled.
+    async fn unserve(&self, kind: Kind, name: &str) {
+        let serving = self.serving.lock().unwrap_or_else(|e| e.into_inner()).remove(&(kind, name.to_string()));
+        if let Some(serving) = serving {
+            serving.end().await;
         }
     }
 
@@ -405,13 +450,13 @@ impl Connection for NatsConnection {
 
     async fn unregister_service(&self, name: &str) -> Result<(), DriverError> {
         self.services.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
-        self.unserve(Kind::Service, name);
+        self.unserve(Kind::Service, name).await;
         Ok(())
     }
 
     async fn unregister_message(&self, name: &str) -> Result<(), DriverError> {
         self.messages.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
-        self.unserve(Kind::Message, name);
+        self.unserve(Kind::Message, name).await;
         Ok(())
     }
 
