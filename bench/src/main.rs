@@ -2,7 +2,7 @@
 //! (the tables of `BENCHMARKS.md`).
 //!
 //! ```text
-//! cargo run --release -p busbar-bench -- [--quick] [--only call|startup|memory|nats-call|nats-dispatch]
+//! cargo run --release -p busbar-bench -- [--quick] [--only call|startup|memory|nats-call|nats-dispatch|reload]
 //! ```
 //!
 //! `--quick` uses small counts (a CI smoke run, well under a minute).
@@ -12,7 +12,8 @@
 //! `--profile nats-call-busbar|native|busbar-client|native-floor|native-floor-reused [REQUESTS]`
 //! and `--profile nats-dispatch-busbar|native|native-work [JOBS]` run one
 //! contender of benchmark 4 or 5 alone.
-//! Progress goes to stderr, the results to stdout.
+//! Progress goes to stderr, the results to stdout. `--as-busbar ARGS…` runs
+//! the `busbar` command line instead (benchmark 6 restarts it as a process).
 //!
 //! Each benchmark is a module with the same shape: build what it needs, run,
 //! return numbers; `main` prints one section per benchmark with its targets.
@@ -22,6 +23,7 @@ mod floor;
 mod memory;
 mod nats_call;
 mod nats_dispatch;
+mod reload;
 mod startup;
 mod stats;
 
@@ -40,6 +42,8 @@ struct Sizes {
     nats_call: nats_call::Plan,
     /// Benchmark 5.
     nats_dispatch: nats_dispatch::Plan,
+    /// Benchmark 6.
+    reload: reload::Plan,
 }
 
 impl Sizes {
@@ -54,6 +58,7 @@ impl Sizes {
                 handlers: 100,
                 nats_call: nats_call(2_000, 200, 2),
                 nats_dispatch: nats_dispatch(1_000, 100, 1),
+                reload: reload::Plan { swaps: 6, restarts: 2 },
             }
         } else {
             Self {
@@ -62,6 +67,7 @@ impl Sizes {
                 handlers: 100,
                 nats_call: nats_call(100_000, 5_000, 5),
                 nats_dispatch: nats_dispatch(10_000, 500, 3),
+                reload: reload::Plan { swaps: 50, restarts: 10 },
             }
         }
     }
@@ -101,9 +107,20 @@ fn machine() -> String {
 }
 
 /// The benchmarks `--only` selects.
-const ONLY: &str = "call|startup|memory|nats-call|nats-dispatch";
+const ONLY: &str = "call|startup|memory|nats-call|nats-dispatch|reload";
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
+    if std::env::args().nth(1).as_deref() == Some("--as-busbar") {
+        let cli =
+            busbar::cli::Cli::from_arguments(std::iter::once("busbar".to_string()).chain(std::env::args().skip(2)));
+        busbar::cli::init_tracing(&cli.command);
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        return Ok(rt.block_on(busbar::cli::main(cli)));
+    }
+    benchmarks().map(|()| std::process::ExitCode::SUCCESS)
+}
+
+fn benchmarks() -> anyhow::Result<()> {
     let mut quick = false;
     let mut only: Option<String> = None;
     let mut profile: Option<(String, usize)> = None;
@@ -177,6 +194,10 @@ fn main() -> anyhow::Result<()> {
     if run("nats-dispatch") {
         eprintln!("bench: 5. dispatch over NATS JetStream");
         rt.block_on(bench_nats_dispatch(sizes.nats_dispatch, &mut out))?;
+    }
+    if run("reload") {
+        eprintln!("bench: 6. hot reload against a process restart");
+        rt.block_on(bench_reload(sizes.reload, &mut out))?;
     }
     print!("{out}");
     Ok(())
@@ -445,6 +466,50 @@ async fn bench_nats_dispatch(plan: nats_dispatch::Plan, out: &mut String) -> any
                 what: "busbar jobs/s ≥ 0.8x native, `reuse = 1000`".into(),
                 value: format!("{reused_ratio:.2}x"),
                 met: reused_ratio >= 0.8,
+            },
+        ],
+    );
+    out.push('\n');
+    Ok(())
+}
+
+async fn bench_reload(plan: reload::Plan, out: &mut String) -> anyhow::Result<()> {
+    let results = reload::measure(plan).await?;
+    let _ = writeln!(out, "### 6. Hot reload against a process restart\n");
+    let _ = writeln!(
+        out,
+        "{}. Reload: {} swaps of `svc` per pass on a watching node, from the rename into the folder to the first reply of the new version. Restart: {} restarts of a `busbar run` process (SIGTERM, wait, start) serving the same folder from the warm cache, to its first reply.\n",
+        nats_server(),
+        plan.swaps,
+        plan.restarts
+    );
+    let _ = writeln!(out, "| what | p50 (ms) | max (ms) |\n|---|---:|---:|");
+    let rows = [
+        ("hot reload, compile cache cold", &results.cold),
+        ("hot reload, compile cache warm", &results.warm),
+        ("process restart (SIGTERM → first reply)", &results.restart),
+        ("… of which start → first reply", &results.start),
+    ];
+    for (what, samples) in rows {
+        let (p50, max) = reload::p50_max(samples);
+        let _ = writeln!(out, "| {what} | {} | {} |", millis(p50), millis(max));
+    }
+    let (warm, _) = reload::p50_max(&results.warm);
+    let (restart, _) = reload::p50_max(&results.restart);
+    let ratio = restart.as_secs_f64() / warm.as_secs_f64();
+    let _ = writeln!(out, "\nrestart / warm reload (p50): {ratio:.1}x.\n");
+    targets_table(
+        out,
+        &[
+            Target {
+                what: "warm reload p50 < 50 ms".into(),
+                value: format!("{} ms", millis(warm)),
+                met: warm < Duration::from_millis(50),
+            },
+            Target {
+                what: "warm reload ≥ 10x faster than a restart (p50)".into(),
+                value: format!("{ratio:.1}x"),
+                met: ratio >= 10.0,
             },
         ],
     );

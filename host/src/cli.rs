@@ -33,6 +33,15 @@ impl Cli {
     pub fn from_args() -> Self {
         Self::parse()
     }
+
+    /// Parses `args` (the first is the program name); exits on a usage error.
+    pub fn from_arguments<I, T>(args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::parse_from(args)
+    }
 }
 
 /// The commands.
@@ -91,7 +100,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Per-name statistics (requests, errors, latency in nanoseconds).
+    /// Per-name statistics (handler version, requests, errors, latency in nanoseconds, reloads).
     Stats {
         /// Print JSON.
         #[arg(long)]
@@ -349,9 +358,17 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             if *json {
                 return print_json(&stats);
             }
-            println!("{:<32} {:<24} {:>10} {:>8} {:>14}", "NAME", "NODE", "REQUESTS", "ERRORS", "AVERAGE_NS");
+            let row =
+                |name: &str, node: &str, version: &str, requests: &str, errors: &str, average: &str, reloads: &str| {
+                    println!(
+                        "{name:<32} {node:<24} {version:<12} {requests:>10} {errors:>8} {average:>14} {reloads:>8}"
+                    )
+                };
+            row("NAME", "NODE", "VERSION", "REQUESTS", "ERRORS", "AVERAGE_NS", "RELOADS");
             for s in stats {
-                println!("{:<32} {:<24} {:>10} {:>8} {:>14}", s.name, s.node, s.requests, s.errors, s.average_ns);
+                let (requests, errors, average, reloads) =
+                    (s.requests.to_string(), s.errors.to_string(), s.average_ns.to_string(), s.reloads.to_string());
+                row(&s.name, &s.node, &s.version, &requests, &errors, &average, &reloads);
             }
             Ok(())
         }

@@ -1,10 +1,11 @@
 //! Watches a handlers folder (notify) and reports which handler stems
 //! changed, debounced. A change that marks the end of a write — a file closed
-//! after writing, renamed into place, or removed — is reported after a short
-//! settle time ([`SETTLE`]); one that may be followed by more writes (a file
-//! created or written and still open) only after a longer quiet time
-//! ([`QUIET`]). Validation, not timing, is what keeps half-written files out:
-//! a file reported too early fails to load and the next event reports it again.
+//! after writing, renamed into place, or removed — is reported at once, with
+//! the events that arrived with it (a rename is several events); one that may
+//! be followed by more writes (a file created or written and still open) only
+//! after a quiet time ([`QUIET`]) without newer events. Validation, not
+//! timing, is what keeps half-written files out: a file reported too early
+//! fails to load, and the event that completes it reports it again.
 
 use crate::handlers::stem_of;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
@@ -15,9 +16,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Wait after an event that ends a write, to gather its companions (a rename
-/// is reported as several events).
-pub const SETTLE: Duration = Duration::from_millis(10);
 /// Wait after an event that may be followed by more writes.
 pub const QUIET: Duration = Duration::from_millis(300);
 
@@ -35,7 +33,7 @@ pub fn start(dir: &Path) -> notify::Result<(Watch, mpsc::UnboundedReceiver<Vec<S
             let wait = match event.kind {
                 EventKind::Access(AccessKind::Close(AccessMode::Write))
                 | EventKind::Modify(ModifyKind::Name(_))
-                | EventKind::Remove(_) => SETTLE,
+                | EventKind::Remove(_) => Duration::ZERO,
                 EventKind::Create(_) | EventKind::Modify(_) => QUIET,
                 _ => return,
             };
@@ -59,23 +57,26 @@ async fn debounce(
 ) {
     let mut due: HashMap<String, Instant> = HashMap::new();
     loop {
+        let now = Instant::now();
+        let mut ready: Vec<String> = due.iter().filter(|(_, at)| **at <= now).map(|(s, _)| s.clone()).collect();
+        if !ready.is_empty() {
+            due.retain(|_, at| *at > now);
+            ready.sort();
+            if batches.send(ready).is_err() {
+                return;
+            }
+        }
         let next = due.values().min().copied();
         tokio::select! {
-            event = events.recv() => match event {
-                Some((stem, wait)) => {
+            event = events.recv() => {
+                let Some((stem, wait)) = event else { return };
+                due.insert(stem, Instant::now() + wait);
+                // Take the events that came with it (a rename's other half).
+                while let Ok((stem, wait)) = events.try_recv() {
                     due.insert(stem, Instant::now() + wait);
                 }
-                None => break,
-            },
-            () = async { tokio::time::sleep_until(next.unwrap_or_else(Instant::now)).await }, if next.is_some() => {
-                let now = Instant::now();
-                let mut ready: Vec<String> = due.iter().filter(|(_, at)| **at <= now).map(|(s, _)| s.clone()).collect();
-                due.retain(|_, at| *at > now);
-                ready.sort();
-                if batches.send(ready).is_err() {
-                    break;
-                }
             }
+            () = async { tokio::time::sleep_until(next.unwrap_or_else(Instant::now)).await }, if next.is_some() => {}
         }
     }
 }
