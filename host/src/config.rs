@@ -16,6 +16,11 @@
 //! retry = ["1s", "5s", "30s"]
 //! max_depth = 8             # longest chain of nested bus calls
 //! reuse = 0                 # invocations an instance serves after its first (0: always fresh)
+//! concurrency = 64          # invocations of one handler at once...
+//! queue = 256               # ...and waiting for a slot; past that, `overloaded`
+//! max_payload = "1MiB"
+//! max_reply = "1MiB"
+//! max_calls = 100           # bus operations one invocation may make
 //!
 //! [bus]                     # one connection...
 //! driver = "default"
@@ -103,6 +108,18 @@ pub struct HandlerDefaults {
     /// How many more invocations one instance may serve after its first;
     /// 0 (the default) gives every invocation a fresh instance.
     pub reuse: u32,
+    /// Invocations of one handler that may run at once.
+    pub concurrency: u32,
+    /// Invocations that may wait for a free slot; past it, `overloaded`.
+    pub queue: u32,
+    /// Largest payload a handler accepts, in bytes (`"1MiB"`).
+    #[serde(with = "serde_units::opt_size")]
+    pub max_payload: Option<u64>,
+    /// Largest reply a handler may return, in bytes.
+    #[serde(with = "serde_units::opt_size")]
+    pub max_reply: Option<u64>,
+    /// Bus operations (call, dispatch, broadcast, rolecast) one invocation may make.
+    pub max_calls: u32,
 }
 
 impl Default for HandlerDefaults {
@@ -113,6 +130,11 @@ impl Default for HandlerDefaults {
             retry: Some(Vec::new()),
             max_depth: 8,
             reuse: 0,
+            concurrency: 64,
+            queue: 256,
+            max_payload: Some(1 << 20),
+            max_reply: Some(1 << 20),
+            max_calls: 100,
         }
     }
 }
@@ -203,6 +225,9 @@ impl Config {
         }
         if handlers.timeout.is_zero() {
             return Err(ConfigError::new(file, "handlers.timeout must be more than 0s"));
+        }
+        if handlers.concurrency == 0 {
+            return Err(ConfigError::new(file, "handlers.concurrency must be at least 1"));
         }
         let connections = parse_bus(bus, file)?;
         Ok(Self { node, handlers, connections })

@@ -1,11 +1,14 @@
 //! The handlers folder: which files are handlers (`NAME.wasm`), their
 //! `NAME.toml` sidecars, and the policy each handler runs under (names served,
-//! retry schedule, timeout, memory), resolved against the node's defaults.
+//! retry schedule, limits, grants), resolved against the node's defaults.
 
 use crate::config::{ConfigError, HandlerDefaults};
+use crate::runtime::{DirGrant, Grants};
 use crate::units::serde_units;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The policy a handler runs under.
@@ -22,6 +25,18 @@ pub struct Policy {
     /// How many more invocations one instance may serve after its first
     /// (0: a fresh instance for every invocation).
     pub reuse: u32,
+    /// Invocations that may run at once.
+    pub concurrency: u32,
+    /// Invocations that may wait for a slot.
+    pub queue: u32,
+    /// Largest payload accepted, in bytes.
+    pub max_payload: u64,
+    /// Largest reply allowed, in bytes.
+    pub max_reply: u64,
+    /// Bus operations one invocation may make.
+    pub max_calls: u32,
+    /// What the handler may reach.
+    pub grants: Arc<Grants>,
 }
 
 /// The keys a `NAME.toml` sidecar accepts.
@@ -36,6 +51,40 @@ struct Sidecar {
     #[serde(default, with = "serde_units::opt_size")]
     memory: Option<u64>,
     reuse: Option<u32>,
+    concurrency: Option<u32>,
+    queue: Option<u32>,
+    #[serde(default, with = "serde_units::opt_size")]
+    max_payload: Option<u64>,
+    #[serde(default, with = "serde_units::opt_size")]
+    max_reply: Option<u64>,
+    max_calls: Option<u32>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    net: Vec<String>,
+    #[serde(default)]
+    dirs: Vec<SidecarDir>,
+}
+
+/// A `[[dirs]]` table of a sidecar.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SidecarDir {
+    /// The host directory, relative to the handlers folder.
+    host: PathBuf,
+    /// The guest path (absolute).
+    guest: String,
+    /// `"ro"` (default) or `"rw"`.
+    #[serde(default)]
+    mode: DirMode,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum DirMode {
+    #[default]
+    Ro,
+    Rw,
 }
 
 /// A handler file found in the folder, with its resolved policy.
@@ -79,13 +128,68 @@ pub fn policy(stem: &str, sidecar: &Path, defaults: &HandlerDefaults) -> Result<
     if timeout.is_zero() {
         return Err(ConfigError::new(sidecar, "`timeout` must be more than 0s"));
     }
+    let concurrency = side.concurrency.unwrap_or(defaults.concurrency);
+    if concurrency == 0 {
+        return Err(ConfigError::new(sidecar, "`concurrency` must be at least 1"));
+    }
+    let grants = grants(sidecar, side.env, side.dirs, side.net)?;
     Ok(Policy {
         names,
         retry: side.retry.or_else(|| defaults.retry.clone()).unwrap_or_default(),
         timeout,
         memory: side.memory.unwrap_or_else(|| defaults.memory_bytes()),
         reuse: side.reuse.unwrap_or(defaults.reuse),
+        concurrency,
+        queue: side.queue.unwrap_or(defaults.queue),
+        max_payload: side.max_payload.or(defaults.max_payload).unwrap_or(u64::MAX),
+        max_reply: side.max_reply.or(defaults.max_reply).unwrap_or(u64::MAX),
+        max_calls: side.max_calls.unwrap_or(defaults.max_calls),
+        grants: Arc::new(grants),
     })
+}
+
+/// Checks and resolves a sidecar's grants: directories must exist (paths are
+/// relative to the handlers folder), guest paths be absolute, network
+/// entries be `host:port` (names are resolved now).
+fn grants(
+    sidecar: &Path,
+    env: BTreeMap<String, String>,
+    dirs: Vec<SidecarDir>,
+    net: Vec<String>,
+) -> Result<Grants, ConfigError> {
+    let folder = sidecar.parent().unwrap_or(Path::new("."));
+    let mut granted = Grants { env: env.into_iter().collect(), ..Grants::default() };
+    for dir in dirs {
+        let host = folder.join(&dir.host);
+        if !host.is_dir() {
+            return Err(ConfigError::new(
+                sidecar,
+                format!(
+                    "in `dirs`: `{}` is not a directory (host paths are relative to the handlers folder)",
+                    host.display()
+                ),
+            ));
+        }
+        if !dir.guest.starts_with('/') {
+            return Err(ConfigError::new(sidecar, format!("in `dirs`: guest path `{}` must be absolute", dir.guest)));
+        }
+        granted.dirs.push(DirGrant { host, guest: dir.guest, write: dir.mode == DirMode::Rw });
+    }
+    for entry in net {
+        let Some((host, port)) = entry.rsplit_once(':') else {
+            return Err(ConfigError::new(sidecar, format!("in `net`: `{entry}` is not `host:port`")));
+        };
+        let port: u16 =
+            port.parse().map_err(|_| ConfigError::new(sidecar, format!("in `net`: `{entry}` has no valid port")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.parse::<std::net::IpAddr>().is_err() {
+            granted.lookup = true;
+        }
+        let addrs = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .map_err(|e| ConfigError::new(sidecar, format!("in `net`: cannot resolve `{entry}`: {e}")))?;
+        granted.net.extend(addrs);
+    }
+    Ok(granted)
 }
 
 /// The handler a file in the folder belongs to: the stem of `NAME.wasm` or

@@ -15,7 +15,8 @@
 //!   [`driver::default`] is the in-process bus, [`driver::nats`] the shared
 //!   NATS bus (wire contract, JetStream dispatch, micro discovery).
 //! - [`node`]: the bus core — loads handlers, registers names, delivers.
-//! - [`handlers`]: the handlers folder and sidecar policies.
+//! - [`handlers`]: the handlers folder and sidecar policies (limits, grants).
+//! - [`gate`]: admission to a handler — concurrency, bounded queue, `overloaded`.
 //! - [`registry`]: which handler serves which name (a table swapped whole).
 //! - [`reload`]: the handler set and how a change of the folder updates it.
 //! - [`watch`]: the folder watch (notify), debounced into changed stems.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod delivery;
 pub mod driver;
 pub mod failure;
+pub mod gate;
 pub mod handlers;
 pub mod name;
 pub mod node;

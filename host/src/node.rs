@@ -238,6 +238,53 @@ pub fn runtime_options(config: &Config) -> RuntimeOptions {
 }
 
 impl Core {
+    /// Runs one delivery on `route`'s handler within its limits: payload
+    /// size, admission (concurrency and queue), the invocation, reply size.
+    async fn run(&self, route: &Route, envelope: Envelope, me: Arc<Core>) -> Result<Vec<u8>, Failure> {
+        let handler = &route.handler;
+        let policy = &handler.policy;
+        let size = envelope.payload.len() as u64;
+        if size > policy.max_payload {
+            return Err(Failure::new(
+                FailureClass::Invalid,
+                format!(
+                    "the payload of {} is larger than handler `{}` accepts ({}, its `max_payload`)",
+                    crate::runtime::human_bytes(size),
+                    handler.stem,
+                    crate::runtime::human_bytes(policy.max_payload)
+                ),
+            ));
+        }
+        let own = Instant::now() + policy.timeout;
+        let deadline = envelope.deadline.map_or(own, |d| d.min(own));
+        let _slot = handler.gate.enter(&handler.stem, deadline).await?;
+        let invoke = Invoke {
+            handler: handler.stem.clone(),
+            envelope,
+            timeout: policy.timeout,
+            memory: policy.memory,
+            max_depth: self.config.handlers.max_depth,
+            max_calls: policy.max_calls,
+            grants: policy.grants.clone(),
+            outbound: me,
+            reuse: policy.reuse,
+        };
+        let reply = self.runtime.invoke(&handler.compiled, invoke).await?;
+        let size = reply.len() as u64;
+        if size > policy.max_reply {
+            return Err(Failure::new(
+                FailureClass::Failed,
+                format!(
+                    "handler `{}` replied with {}, more than its `max_reply` of {}; the reply was dropped",
+                    handler.stem,
+                    crate::runtime::human_bytes(size),
+                    crate::runtime::human_bytes(policy.max_reply)
+                ),
+            ));
+        }
+        Ok(reply)
+    }
+
     /// Loads the whole handlers folder (at start, before any connection).
     fn load_folder(&self) -> Result<LoadReport, StartError> {
         let dir = &self.config.node.handlers;
@@ -404,23 +451,8 @@ impl Inbound for Core {
             return Err(Failure::new(FailureClass::Retry, "the node is shutting down"));
         };
         let (name, mode, attempt) = (envelope.name.clone(), envelope.mode, envelope.attempt);
-        let policy = &route.handler.policy;
         let start = Instant::now();
-        let result = self
-            .runtime
-            .invoke(
-                &route.handler.compiled,
-                Invoke {
-                    handler: route.handler.stem.clone(),
-                    envelope,
-                    timeout: policy.timeout,
-                    memory: policy.memory,
-                    max_depth: self.config.handlers.max_depth,
-                    outbound: me,
-                    reuse: policy.reuse,
-                },
-            )
-            .await;
+        let result = self.run(&route, envelope, me).await;
         let elapsed = start.elapsed();
         route.counters.record(elapsed, result.is_err());
         match &result {

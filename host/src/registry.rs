@@ -2,6 +2,7 @@
 //! on every delivery and replaces as a whole when the handlers folder changes,
 //! so a delivery sees either the old table or the new one, never a mix.
 
+use crate::gate::Gate;
 use crate::handlers::Policy;
 use crate::runtime::Compiled;
 use crate::stats::{Counters, Kind};
@@ -17,6 +18,16 @@ pub struct Loaded {
     pub compiled: Arc<Compiled>,
     /// The policy it runs under.
     pub policy: Policy,
+    /// Admission under the policy's `concurrency` and `queue`.
+    pub gate: Gate,
+}
+
+impl Loaded {
+    /// A handler `stem` running `compiled` under `policy`.
+    pub fn new(stem: Arc<str>, compiled: Arc<Compiled>, policy: Policy) -> Self {
+        let gate = Gate::new(policy.concurrency, policy.queue);
+        Self { stem, compiled, policy, gate }
+    }
 }
 
 /// What a lookup hands the bus core: the handler and the name's counters.

@@ -128,7 +128,7 @@ fn examine(
         if current.policy == file.policy {
             return (Change::Unchanged, Some(current.clone()));
         }
-        let loaded = Loaded { stem: current.stem.clone(), compiled: current.compiled.clone(), policy: file.policy };
+        let loaded = Loaded::new(current.stem.clone(), current.compiled.clone(), file.policy);
         return (Change::Policy { version: current.compiled.version.clone() }, Some(Arc::new(loaded)));
     }
     match runtime.load(&bytes) {
@@ -137,7 +137,7 @@ fn examine(
                 Some(c) => Change::Replaced { from: c.compiled.version.clone(), to: compiled.version.clone() },
                 None => Change::Added { version: compiled.version.clone() },
             };
-            let loaded = Loaded { stem: stem.into(), compiled: Arc::new(compiled), policy: file.policy };
+            let loaded = Loaded::new(stem.into(), Arc::new(compiled), file.policy);
             (change, Some(Arc::new(loaded)))
         }
         Err(e) => keep(e.to_string()),

@@ -6,10 +6,12 @@
 
 mod bindings;
 mod cache;
+mod grants;
 mod guest_log;
 mod sandbox;
 mod warm;
 
+pub use grants::{DirGrant, Grants};
 pub use sandbox::{Outbound, human_bytes};
 
 use crate::delivery::{Envelope, Mode};
@@ -122,6 +124,10 @@ pub struct Invoke {
     pub memory: u64,
     /// The longest chain of nested bus calls.
     pub max_depth: u32,
+    /// Bus operations one invocation may make.
+    pub max_calls: u32,
+    /// What the handler may reach (environment, directories, network).
+    pub grants: Arc<Grants>,
     /// Where the handler's `bus` calls go.
     pub outbound: Arc<dyn Outbound>,
     /// How many more invocations one instance may serve after its first;
@@ -286,7 +292,7 @@ impl Runtime {
     /// handler allows reuse. Service modes return the reply; message modes
     /// return an empty reply.
     pub async fn invoke(&self, compiled: &Compiled, invoke: Invoke) -> Result<Vec<u8>, Failure> {
-        let Invoke { handler, envelope, timeout, memory, max_depth, outbound, reuse } = invoke;
+        let Invoke { handler, envelope, timeout, memory, max_depth, max_calls, grants, outbound, reuse } = invoke;
         let start = Instant::now();
         let deadline = envelope.deadline.map_or(start + timeout, |d| d.min(start + timeout));
         let budget = deadline.saturating_duration_since(start);
@@ -296,21 +302,24 @@ impl Runtime {
             (true, None, _) => return Err(not_exported(&handler, "service")),
             (false, _, None) => return Err(not_exported(&handler, "message")),
         };
-        let scope = Scope { deadline, depth: envelope.depth(), max_depth, outbound };
+        let scope = Scope { deadline, depth: envelope.depth(), max_depth, max_calls, outbound };
         let warm = match reuse {
             0 => {
                 compiled.idle.clear();
                 None
             }
-            _ => compiled.idle.take(),
+            _ => compiled.idle.take(&grants),
         };
         let (mut store, instance, uses) = match warm {
-            Some(Warm { mut store, instance, uses }) => {
+            Some(Warm { mut store, instance, uses, .. }) => {
                 store.data_mut().begin(memory, scope);
                 (store, Some(instance), uses)
             }
             None => {
-                let mut store = Store::new(&self.engine, Sandbox::new(&handler, memory, scope));
+                let sandbox = Sandbox::new(&handler, memory, scope, &grants).map_err(|e| {
+                    Failure::new(FailureClass::Failed, format!("handler `{handler}` cannot start: {e}"))
+                })?;
+                let mut store = Store::new(&self.engine, sandbox);
                 store.limiter(|s| &mut s.limiter);
                 (store, None, 0)
             }
@@ -360,7 +369,7 @@ impl Runtime {
                 // its instance is sound and may serve again.
                 store.data_mut().end();
                 if uses < reuse {
-                    compiled.idle.put(Warm { store, instance, uses: uses + 1 });
+                    compiled.idle.put(Warm { store, instance, uses: uses + 1, grants });
                 }
                 reply
             }

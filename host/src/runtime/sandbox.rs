@@ -1,11 +1,12 @@
-//! What an invocation's `Store` holds: an empty WASI context (no files, env
-//! or network), the memory limiter, the invocation's [`Scope`] (deadline,
+//! What an invocation's `Store` holds: a WASI context with exactly the
+//! handler's [`Grants`] (nothing by default), the memory limiter, the invocation's [`Scope`] (deadline,
 //! depth, way out), and the `bus` import, which forwards to the bus core
 //! through [`Outbound`] with the call depth counted. A store serves one
 //! invocation, or several in turn when its handler opts into reuse: each
 //! begins with [`Sandbox::begin`] and ends with [`Sandbox::end`].
 
 use super::bindings::busbar::handler::{bus, types};
+use super::grants::Grants;
 use super::guest_log::{GuestLog, Stream};
 use crate::delivery::{DEPTH_HEADER, Headers, Mode};
 use crate::failure::{Failure, FailureClass};
@@ -38,6 +39,8 @@ pub(crate) struct Scope {
     pub(crate) depth: u32,
     /// The longest chain allowed.
     pub(crate) max_depth: u32,
+    /// Bus operations (call, dispatch, broadcast, rolecast) the invocation may make.
+    pub(crate) max_calls: u32,
     /// Where nested deliveries go.
     pub(crate) outbound: Arc<dyn Outbound>,
 }
@@ -50,19 +53,28 @@ pub(crate) struct Sandbox {
     /// The guest's stdout and stderr, flushed at the end of each invocation.
     logs: [GuestLog; 2],
     scope: Scope,
+    /// Bus operations made by the current invocation.
+    calls: u32,
 }
 
+/// Bytes of randomness one `get-random-bytes` may ask for; more traps.
+const MAX_RANDOM: u64 = 1 << 20;
+
 impl Sandbox {
-    pub(crate) fn new(handler: &Arc<str>, memory: u64, scope: Scope) -> Self {
+    pub(crate) fn new(handler: &Arc<str>, memory: u64, scope: Scope, grants: &Grants) -> std::io::Result<Self> {
         let logs = [GuestLog::new(handler.clone(), Stream::Stdout), GuestLog::new(handler.clone(), Stream::Stderr)];
-        let wasi = WasiCtx::builder().stdout(logs[0].clone()).stderr(logs[1].clone()).build();
-        Self { wasi, table: ResourceTable::new(), limiter: MemoryLimiter::new(memory), logs, scope }
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(logs[0].clone()).stderr(logs[1].clone()).max_random_size(MAX_RANDOM);
+        grants.apply(&mut wasi)?;
+        let wasi = wasi.build();
+        Ok(Self { wasi, table: ResourceTable::new(), limiter: MemoryLimiter::new(memory), logs, scope, calls: 0 })
     }
 
     /// Readies a reused store for its next invocation.
     pub(crate) fn begin(&mut self, memory: u64, scope: Scope) {
         self.limiter = MemoryLimiter::new(memory);
         self.scope = scope;
+        self.calls = 0;
     }
 
     /// Closes an invocation: logs its unfinished output line and gives the
@@ -80,7 +92,16 @@ impl Sandbox {
         payload: Vec<u8>,
         timeout: Option<u64>,
     ) -> Result<Vec<u8>, types::BusError> {
-        let Scope { deadline, depth, max_depth, ref outbound } = self.scope;
+        let Scope { deadline, depth, max_depth, max_calls, ref outbound } = self.scope;
+        if self.calls >= max_calls {
+            return Err(types::BusError {
+                class: types::ErrorClass::Denied,
+                message: format!(
+                    "{mode} to `{name}` refused: this invocation already made {max_calls} bus calls, its limit (`max_calls`)"
+                ),
+            });
+        }
+        self.calls += 1;
         if depth >= max_depth {
             return Err(types::BusError {
                 class: types::ErrorClass::Denied,

@@ -7,6 +7,7 @@
 //! quarter of the pool idle ([`Budget`]); past that, instances are dropped as
 //! they would be without reuse.
 
+use super::grants::Grants;
 use super::sandbox::Sandbox;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,8 @@ pub(crate) struct Warm {
     pub(crate) instance: Instance,
     /// Invocations it has served.
     pub(crate) uses: u32,
+    /// The grants its WASI context was built with.
+    pub(crate) grants: Arc<Grants>,
 }
 
 /// The process-wide cap on idle instances.
@@ -59,8 +62,9 @@ impl Idle {
         Self { list: Mutex::new(Vec::new()), len: AtomicUsize::new(0), budget }
     }
 
-    /// The most recently used idle instance, if any.
-    pub(crate) fn take(&self) -> Option<Warm> {
+    /// The most recently used idle instance built with `grants`, if any (a
+    /// sidecar change may have changed the grants since it was built).
+    pub(crate) fn take(&self, grants: &Arc<Grants>) -> Option<Warm> {
         if self.len.load(Ordering::Acquire) == 0 {
             return None;
         }
@@ -68,7 +72,8 @@ impl Idle {
         let warm = list.pop()?;
         self.len.store(list.len(), Ordering::Release);
         self.budget.release(1);
-        Some(warm)
+        drop(list);
+        (Arc::ptr_eq(&warm.grants, grants) || *warm.grants == **grants).then_some(warm)
     }
 
     /// Keeps `warm` for a later invocation, or drops it when the handler's
