@@ -423,6 +423,9 @@ fn classify(handler: &str, error: &wasmtime::Error, memory: Option<String>, budg
     let reason = match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::UnreachableCodeReached) => "it panicked or aborted (wasm `unreachable`)".to_string(),
         Some(wasmtime::Trap::StackOverflow) => "stack overflow".to_string(),
+        Some(wasmtime::Trap::MemoryOutOfBounds) => {
+            "out-of-bounds memory access (a stack overflow of the guest's own stack, or a bad pointer)".to_string()
+        }
         Some(trap) => trap.to_string(),
         None => format!("{error:#}"),
     };

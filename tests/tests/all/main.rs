@@ -8,6 +8,7 @@ mod config;
 mod deliveries;
 mod failures;
 mod folder;
+mod limits;
 mod nats;
 mod nats_interop;
 mod nats_reload;

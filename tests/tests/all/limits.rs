@@ -1,0 +1,167 @@
+//! Limits and grants: what a handler may use (concurrency, payload and reply
+//! size, bus calls) and reach (environment, directories, network), checked
+//! with the `hostile` guest, which tries on request what it must not do.
+
+use busbar::{FailureClass, Node};
+use busbar_tests::support::{Folder, capture_logs, start};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+const SECOND: Duration = Duration::from_secs(5);
+
+async fn call(node: &Node, name: &str, payload: &str) -> Result<Vec<u8>, busbar::Failure> {
+    node.call(name, payload.as_bytes().to_vec(), SECOND).await
+}
+
+fn class_of(result: Result<Vec<u8>, busbar::Failure>) -> FailureClass {
+    result.expect_err("refused").class
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_concurrency_and_queue_a_call_is_overloaded_at_once() {
+    let folder = Folder::with(&["slow"]);
+    folder.sidecar("slow", "concurrency = 1\nqueue = 1\n");
+    let node = start(&folder).await;
+    let started = Instant::now();
+    let calls = (0..3).map(|_| {
+        let node = node.clone();
+        tokio::spawn(async move { node.call("slow", b"300".to_vec(), SECOND).await })
+    });
+    let mut results = Vec::new();
+    for c in calls.collect::<Vec<_>>() {
+        results.push(c.await.expect("call task"));
+    }
+    let overloaded: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(overloaded.len(), 1, "{results:?}");
+    assert_eq!(overloaded[0].class, FailureClass::Overloaded);
+    assert!(overloaded[0].message.contains("concurrency"), "{}", overloaded[0].message);
+    // The two admitted ran one after the other.
+    assert!(started.elapsed() >= Duration::from_millis(600), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn payloads_and_replies_past_their_caps_are_refused() {
+    let folder = Folder::with(&["echo", "hostile"]);
+    folder.sidecar("echo", "max_payload = \"1KiB\"\n").sidecar("hostile", "max_reply = \"1KiB\"\n");
+    let node = start(&folder).await;
+    assert!(node.call("echo", vec![1; 1024], SECOND).await.is_ok());
+    let big = node.call("echo", vec![1; 1025], SECOND).await.expect_err("too big");
+    assert_eq!(big.class, FailureClass::Invalid);
+    assert!(big.message.contains("max_payload"), "{big}");
+    assert_eq!(call(&node, "hostile", "reply:1024").await.map(|r| r.len()), Ok(1024));
+    let huge = call(&node, "hostile", "reply:1048576").await.expect_err("too big");
+    assert_eq!(huge.class, FailureClass::Failed);
+    assert!(huge.message.contains("max_reply"), "{huge}");
+}
+
+#[tokio::test]
+async fn bus_calls_per_invocation_are_bounded() {
+    let folder = Folder::with(&["echo", "fanout"]);
+    folder.sidecar("fanout", "max_calls = 10\n");
+    let node = start(&folder).await;
+    // `fanout` replies with how many of its calls succeeded.
+    assert_eq!(call(&node, "fanout", "50").await.as_deref(), Ok(b"10".as_slice()));
+}
+
+#[tokio::test]
+async fn nothing_is_granted_by_default() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let node = start(&Folder::with(&["hostile"])).await;
+    for probe in ["read:/etc/passwd", "list:/", "env:HOME", "env:PATH", "resolve:localhost"] {
+        assert_eq!(class_of(call(&node, "hostile", probe).await), FailureClass::Failed, "{probe}");
+    }
+    let refused = call(&node, "hostile", &format!("connect:127.0.0.1:{port}")).await.expect_err("no network");
+    assert!(refused.message.contains("access-denied"), "{refused}");
+}
+
+#[tokio::test]
+async fn a_granted_directory_is_reachable_and_nothing_beyond_it() {
+    let folder = Folder::with(&["hostile"]);
+    folder.write("outside.txt", b"not yours");
+    std::fs::create_dir(folder.path().join("data")).expect("mkdir");
+    std::fs::create_dir(folder.path().join("scratch")).expect("mkdir");
+    folder.write("data/secret.txt", b"granted");
+    std::os::unix::fs::symlink("../outside.txt", folder.path().join("data/link")).expect("symlink");
+    std::os::unix::fs::symlink("/etc", folder.path().join("data/etc")).expect("symlink");
+    folder.sidecar(
+        "hostile",
+        "[[dirs]]\nhost = \"data\"\nguest = \"/data\"\n\n[[dirs]]\nhost = \"scratch\"\nguest = \"/scratch\"\nmode = \"rw\"\n",
+    );
+    let node = start(&folder).await;
+    assert_eq!(call(&node, "hostile", "read:/data/secret.txt").await.as_deref(), Ok(b"granted".as_slice()));
+    for escape in ["read:/data/../outside.txt", "read:/data/link", "read:/data/etc/passwd", "read:/outside.txt"] {
+        assert_eq!(class_of(call(&node, "hostile", escape).await), FailureClass::Failed, "{escape} escaped");
+    }
+    assert_eq!(class_of(call(&node, "hostile", "write:/data/new.txt:x").await), FailureClass::Failed, "ro");
+    assert_eq!(call(&node, "hostile", "write:/scratch/new.txt:hi").await.as_deref(), Ok(b"written".as_slice()));
+    assert_eq!(std::fs::read(folder.path().join("scratch/new.txt")).expect("written on the host"), b"hi");
+    assert_eq!(class_of(call(&node, "hostile", "write:/scratch/../escaped.txt:x").await), FailureClass::Failed);
+    assert!(!folder.path().join("escaped.txt").exists());
+}
+
+#[tokio::test]
+async fn granted_environment_variables_and_only_those_are_visible() {
+    let folder = Folder::with(&["hostile"]);
+    folder.sidecar("hostile", "env = { GREETING = \"hi\" }\n");
+    let node = start(&folder).await;
+    assert_eq!(call(&node, "hostile", "env:GREETING").await.as_deref(), Ok(b"hi".as_slice()));
+    assert_eq!(class_of(call(&node, "hostile", "env:HOME").await), FailureClass::Failed);
+}
+
+#[tokio::test]
+async fn the_network_reaches_only_the_listed_addresses() {
+    let granted = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let other = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let (granted, other) = (granted.local_addr().expect("addr"), other.local_addr().expect("addr"));
+    let folder = Folder::with(&["hostile"]);
+    folder.sidecar("hostile", &format!("net = [\"{granted}\"]\n"));
+    let node = start(&folder).await;
+    assert_eq!(call(&node, "hostile", &format!("connect:{granted}")).await.as_deref(), Ok(b"connected".as_slice()));
+    let refused = call(&node, "hostile", &format!("connect:{other}")).await.expect_err("not granted");
+    assert!(refused.message.contains("access-denied"), "{refused}");
+    // Only addresses were listed, so there is no name lookup either.
+    assert_eq!(class_of(call(&node, "hostile", "resolve:localhost").await), FailureClass::Failed);
+}
+
+#[tokio::test]
+async fn a_bad_grant_names_the_key_and_the_sidecar() {
+    let folder = Folder::with(&["echo", "hostile"]);
+    folder.sidecar("hostile", "[[dirs]]\nhost = \"missing\"\nguest = \"/data\"\n");
+    let (node, report) = busbar_tests::support::start_on(&Default::default(), &folder, "").await;
+    assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
+    let reason = &report.skipped[0].reason;
+    assert!(reason.contains("hostile.toml") && reason.contains("dirs") && reason.contains("missing"), "{reason}");
+    assert!(node.call("echo", vec![], SECOND).await.is_ok());
+}
+
+#[tokio::test]
+async fn hostile_requests_are_contained_with_a_clear_error() {
+    let logs = capture_logs();
+    let folder = Folder::with(&["echo", "hostile"]);
+    folder.sidecar("hostile", "timeout = \"1s\"\n");
+    let node = start(&folder).await;
+    let overflow = call(&node, "hostile", "recurse").await.expect_err("overflows");
+    assert_eq!(overflow.class, FailureClass::Trapped);
+    // Rust keeps its frames on a stack in linear memory: running off it is
+    // an out-of-bounds access rather than wasmtime's stack-overflow trap.
+    assert!(overflow.message.contains("stack overflow"), "{overflow}");
+
+    let started = Instant::now();
+    let slept = call(&node, "hostile", "sleep:60000").await.expect_err("interrupted in its host-call wait");
+    assert_eq!(slept.class, FailureClass::Timeout, "{slept}");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+
+    let random = call(&node, "hostile", "random:4294967296").await.expect_err("too much randomness");
+    assert_eq!(random.class, FailureClass::Trapped, "{random}");
+    assert_eq!(call(&node, "hostile", "random:1000").await.as_deref(), Ok(b"1000".as_slice()));
+
+    assert_eq!(call(&node, "hostile", "flood:5000").await.as_deref(), Ok(b"flooded".as_slice()));
+    let text = logs.contents();
+    let flood_lines = text.lines().filter(|l| l.contains("flood line")).count();
+    assert!(flood_lines < 2000, "{flood_lines} lines of flood reached the log");
+    assert!(text.contains("guest output past 65536 bytes dropped"), "no truncation note");
+
+    // The node is healthy.
+    assert_eq!(call(&node, "echo", "still here").await.as_deref(), Ok(b"still here".as_slice()));
+}
