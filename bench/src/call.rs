@@ -44,6 +44,10 @@ pub enum Contender {
     Floor(Floor),
     /// A native async fn that copies the payload.
     Native,
+    /// The floor with busbar's limits on (benchmark 7).
+    LimitsOn(Floor),
+    /// The floor with no limits and epoch interruption off (benchmark 7).
+    LimitsOff(Floor),
 }
 
 impl Contender {
@@ -53,6 +57,8 @@ impl Contender {
             Contender::Busbar(_) => "busbar `Node::call`",
             Contender::Floor(_) => "floor (raw wasmtime)",
             Contender::Native => "native Rust fn",
+            Contender::LimitsOn(_) => "raw wasmtime, limits on (limiter, epoch callback, timer)",
+            Contender::LimitsOff(_) => "raw wasmtime, limits off (no epoch interruption)",
         }
     }
 
@@ -61,6 +67,8 @@ impl Contender {
             Contender::Busbar(node) => node.call("echo", payload, TIMEOUT).await.map_err(|f| f.to_string()),
             Contender::Floor(floor) => floor.call("echo", &payload).await.map_err(|e| format!("{e:#}")),
             Contender::Native => Ok(native_echo(&payload).await),
+            Contender::LimitsOn(floor) => floor.call_limited("echo", &payload).await.map_err(|e| format!("{e:#}")),
+            Contender::LimitsOff(floor) => floor.call("echo", &payload).await.map_err(|e| format!("{e:#}")),
         };
         match reply {
             Ok(reply) => reply,
@@ -95,6 +103,19 @@ pub async fn contenders(options: &RuntimeOptions) -> anyhow::Result<(Vec<Arc<Con
         anyhow::ensure!(c.call(payload.clone()).await == payload, "{} does not echo", c.label());
     }
     Ok((contenders, folder))
+}
+
+/// Benchmark 7's contenders: `echo` on the floor with limits on and off.
+pub async fn limits_contenders(options: &RuntimeOptions) -> anyhow::Result<Vec<Arc<Contender>>> {
+    let contenders = vec![
+        Arc::new(Contender::LimitsOn(Floor::new(options, &guest("echo"), TIMEOUT)?)),
+        Arc::new(Contender::LimitsOff(Floor::unlimited(options, &guest("echo"))?)),
+    ];
+    let payload: Vec<u8> = (0..PAYLOAD).map(|i| i as u8).collect();
+    for c in &contenders {
+        anyhow::ensure!(c.call(payload.clone()).await == payload, "{} does not echo", c.label());
+    }
+    Ok(contenders)
 }
 
 /// Stops the busbar node (it holds the engine's pool otherwise).

@@ -6,6 +6,10 @@
 //! default `WasiCtx` and an empty `ResourceTable`, an epoch deadline,
 //! `instantiate_async`, `GuestIndices::load`, `call_handle`. Nothing else:
 //! no memory limiter, no deadline callback, no timer, no routing, no stats.
+//!
+//! For benchmark 7 it also runs with the limits busbar applies
+//! ([`Floor::call_limited`]: memory limiter, epoch deadline callback, a tokio
+//! timer) and without any ([`Floor::unlimited`]: epoch interruption off).
 
 use busbar::runtime::{EPOCH_TICK, RuntimeOptions};
 use std::path::Path;
@@ -31,6 +35,25 @@ use bindings::exports::busbar::handler::service;
 struct State {
     wasi: WasiCtx,
     table: ResourceTable,
+    limiter: Limiter,
+}
+
+impl State {
+    fn new() -> Self {
+        Self { wasi: WasiCtx::builder().build(), table: ResourceTable::new(), limiter: Limiter }
+    }
+}
+
+/// A memory limiter like busbar's (64 MiB, tables capped).
+struct Limiter;
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _: usize, desired: usize, _: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 64 << 20)
+    }
+    fn table_growing(&mut self, _: usize, desired: usize, _: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
 }
 
 impl WasiView for State {
@@ -71,6 +94,9 @@ pub struct Floor {
     pre: InstancePre<State>,
     indices: service::GuestIndices,
     deadline_ticks: u64,
+    /// Whether the engine interrupts by epoch.
+    epoch: bool,
+    timeout: Duration,
     _ticker: busbar::runtime::EpochTicker,
     /// Idle instances of [`Floor::call_reused`].
     reuse: std::sync::Mutex<Vec<(Store<State>, service::Guest)>>,
@@ -81,7 +107,17 @@ impl Floor {
     /// `options`, starts the same epoch ticker, and pre-instantiates `wasm`.
     /// Each call gets an epoch deadline of `timeout` (in ticks).
     pub fn new(options: &RuntimeOptions, wasm: &Path, timeout: Duration) -> anyhow::Result<Self> {
-        let config = busbar::runtime::engine_config(options)?;
+        Self::build(options, wasm, timeout, true)
+    }
+
+    /// The same engine with epoch interruption off: no limits at all.
+    pub fn unlimited(options: &RuntimeOptions, wasm: &Path) -> anyhow::Result<Self> {
+        Self::build(options, wasm, Duration::from_secs(5), false)
+    }
+
+    fn build(options: &RuntimeOptions, wasm: &Path, timeout: Duration, epoch: bool) -> anyhow::Result<Self> {
+        let mut config = busbar::runtime::engine_config(options)?;
+        config.epoch_interruption(epoch);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -91,7 +127,7 @@ impl Floor {
         let indices = service::GuestIndices::new(&pre)?;
         let ticker = busbar::runtime::EpochTicker::start(&engine)?;
         let deadline_ticks = u64::try_from(timeout.as_nanos() / EPOCH_TICK.as_nanos().max(1))?.max(1);
-        Ok(Self { engine, pre, indices, deadline_ticks, _ticker: ticker, reuse: Default::default() })
+        Ok(Self { engine, pre, indices, deadline_ticks, epoch, timeout, _ticker: ticker, reuse: Default::default() })
     }
 
     /// One call of the service export in an instance reused from earlier
@@ -104,8 +140,7 @@ impl Floor {
         let (mut store, guest) = match taken {
             Some(x) => x,
             None => {
-                let mut store =
-                    Store::new(&self.engine, State { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+                let mut store = Store::new(&self.engine, State::new());
                 store.set_epoch_deadline(self.deadline_ticks);
                 let instance = self.pre.instantiate_async(&mut store).await?;
                 let guest = self.indices.load(&mut store, &instance)?;
@@ -134,11 +169,39 @@ impl Floor {
         }
     }
 
+    /// [`Floor::call`] under busbar's limits: a memory limiter, an epoch
+    /// deadline callback that yields every tick and interrupts at the
+    /// deadline, and a tokio timer bounding the whole call.
+    pub async fn call_limited(&self, name: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let deadline = std::time::Instant::now() + self.timeout;
+        let mut store = Store::new(&self.engine, State::new());
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if std::time::Instant::now() >= deadline {
+                Err(wasmtime::Error::msg("deadline passed"))
+            } else {
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            }
+        });
+        let ctx = self.context(name);
+        let run = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let guest = self.indices.load(&mut store, &instance)?;
+            guest.call_handle(&mut store, &ctx, payload).await
+        };
+        match tokio::time::timeout_at(deadline.into(), run).await?? {
+            Ok(reply) => Ok(reply),
+            Err(failure) => anyhow::bail!("the handler failed: {failure:?}"),
+        }
+    }
+
     /// One call of the service export in a fresh store and instance.
     pub async fn call(&self, name: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let mut store =
-            Store::new(&self.engine, State { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
-        store.set_epoch_deadline(self.deadline_ticks);
+        let mut store = Store::new(&self.engine, State::new());
+        if self.epoch {
+            store.set_epoch_deadline(self.deadline_ticks);
+        }
         let ctx = self.context(name);
         let instance = self.pre.instantiate_async(&mut store).await?;
         let guest = self.indices.load(&mut store, &instance)?;

@@ -2,7 +2,7 @@
 //! (the tables of `BENCHMARKS.md`).
 //!
 //! ```text
-//! cargo run --release -p busbar-bench -- [--quick] [--only call|startup|memory|nats-call|nats-dispatch|reload]
+//! cargo run --release -p busbar-bench -- [--quick] [--only call|startup|memory|nats-call|nats-dispatch|reload|limits]
 //! ```
 //!
 //! `--quick` uses small counts (a CI smoke run, well under a minute).
@@ -107,7 +107,7 @@ fn machine() -> String {
 }
 
 /// The benchmarks `--only` selects.
-const ONLY: &str = "call|startup|memory|nats-call|nats-dispatch|reload";
+const ONLY: &str = "call|startup|memory|nats-call|nats-dispatch|reload|limits";
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     if std::env::args().nth(1).as_deref() == Some("--as-busbar") {
@@ -194,6 +194,10 @@ fn benchmarks() -> anyhow::Result<()> {
     if run("nats-dispatch") {
         eprintln!("bench: 5. dispatch over NATS JetStream");
         rt.block_on(bench_nats_dispatch(sizes.nats_dispatch, &mut out))?;
+    }
+    if run("limits") {
+        eprintln!("bench: 7. the cost of the limits");
+        rt.block_on(bench_limits(&sizes, &mut out))?;
     }
     if run("reload") {
         eprintln!("bench: 6. hot reload against a process restart");
@@ -514,5 +518,33 @@ async fn bench_reload(plan: reload::Plan, out: &mut String) -> anyhow::Result<()
         ],
     );
     out.push('\n');
+    Ok(())
+}
+
+async fn bench_limits(sizes: &Sizes, out: &mut String) -> anyhow::Result<()> {
+    let contenders = call::limits_contenders(&busbar::runtime::RuntimeOptions::default()).await?;
+    let plan = sizes.call[0];
+    let summaries = call::measure(&contenders, plan).await;
+    let _ = writeln!(out, "### 7. The cost of the limits: `echo` on raw wasmtime, limits on and off\n");
+    let _ = writeln!(
+        out,
+        "C = {}, {} measured calls per contender after {} warm-up calls, {} interleaved rounds; fresh instance per call.\n",
+        plan.concurrency,
+        thousands(plan.calls as f64),
+        thousands(plan.warmup as f64),
+        plan.rounds
+    );
+    let _ = writeln!(out, "| contender | p50 (µs) | p99 (µs) | calls/s |\n|---|---:|---:|---:|");
+    for (c, s) in contenders.iter().zip(&summaries) {
+        let _ = writeln!(out, "| {} | {} | {} | {} |", c.label(), micros(s.p50), micros(s.p99), thousands(s.per_sec));
+    }
+    let (on, off) = (summaries[0], summaries[1]);
+    let _ = writeln!(
+        out,
+        "\nlimits on / off: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x.\n",
+        on.p50.as_secs_f64() / off.p50.as_secs_f64(),
+        on.p99.as_secs_f64() / off.p99.as_secs_f64(),
+        on.per_sec / off.per_sec
+    );
     Ok(())
 }
