@@ -228,8 +228,11 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Exit> {
 async fn run(cli: Cli) -> Result<(), Exit> {
     match &cli.command {
         Command::Run => {
+            // Listen before the node says it serves: a SIGTERM right after
+            // that line must stop it cleanly, not kill it.
+            let shutdown = shutdown_signal();
             let node = start(&cli).await?;
-            shutdown_signal().await;
+            shutdown.await;
             tracing::info!("stopping: draining in-flight work");
             node.stop().await;
             tracing::info!("stopped");
@@ -416,17 +419,25 @@ fn check(file: &Path, json: bool) -> Result<(), Exit> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+/// Resolves at SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    async move {
+        match (term, &mut interrupt) {
+            (Ok(mut term), Ok(interrupt)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
+            (Ok(mut term), Err(_)) => {
+                term.recv().await;
+            }
+            (Err(_), _) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
