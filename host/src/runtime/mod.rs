@@ -373,12 +373,7 @@ impl Runtime {
                 }
                 reply
             }
-            Ok(Err(trap)) => Err(classify(
-                &handler,
-                &trap,
-                store.data().limiter.exceeded.map(|d| store.data().limiter.describe(d)),
-                budget,
-            )),
+            Ok(Err(trap)) => Err(classify(&handler, &trap, store.data().limiter.refused(), budget)),
             Err(_elapsed) => Err(timed_out(&handler, budget)),
         }
     }
@@ -413,12 +408,12 @@ fn timed_out(handler: &str, budget: Duration) -> Failure {
 }
 
 /// Turns a wasmtime error into the failure a caller sees.
-fn classify(handler: &str, error: &wasmtime::Error, memory: Option<String>, budget: Duration) -> Failure {
+fn classify(handler: &str, error: &wasmtime::Error, refused: Option<String>, budget: Duration) -> Failure {
     if error.is::<Interrupted>() {
         return timed_out(handler, budget);
     }
-    if let Some(memory) = memory {
-        return Failure::new(FailureClass::Trapped, format!("handler `{handler}` trapped: {memory}"));
+    if let Some(refused) = refused {
+        return Failure::new(FailureClass::Trapped, format!("handler `{handler}` trapped: {refused}"));
     }
     let reason = match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::UnreachableCodeReached) => "it panicked or aborted (wasm `unreachable`)".to_string(),

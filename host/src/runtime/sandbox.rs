@@ -123,12 +123,22 @@ impl WasiView for Sandbox {
     }
 }
 
-/// Caps linear memory; remembers a refused growth so the resulting trap can
-/// be reported as memory exhaustion rather than a bare `unreachable`.
+/// Caps linear memory and tables; remembers a refused growth so the
+/// resulting trap can be reported as exhaustion rather than a bare
+/// `unreachable`.
 pub(crate) struct MemoryLimiter {
     limit: usize,
-    /// The size the guest asked for when it was refused.
-    pub(crate) exceeded: Option<usize>,
+    /// What the guest asked for when it was refused.
+    exceeded: Option<Refused>,
+}
+
+/// A growth the limiter refused.
+#[derive(Debug, Clone, Copy)]
+enum Refused {
+    /// Linear memory, to this many bytes.
+    Memory(usize),
+    /// A table, to this many elements, past this limit.
+    Table(usize, usize),
 }
 
 impl MemoryLimiter {
@@ -136,12 +146,18 @@ impl MemoryLimiter {
         Self { limit: usize::try_from(memory).unwrap_or(usize::MAX), exceeded: None }
     }
 
-    pub(crate) fn describe(&self, desired: usize) -> String {
-        format!(
-            "memory limit of {} exceeded (the guest asked for {})",
-            human_bytes(self.limit as u64),
-            human_bytes(desired as u64)
-        )
+    /// What was refused, in words, if anything was.
+    pub(crate) fn refused(&self) -> Option<String> {
+        Some(match self.exceeded? {
+            Refused::Memory(desired) => format!(
+                "memory limit of {} exceeded (the guest asked for {})",
+                human_bytes(self.limit as u64),
+                human_bytes(desired as u64)
+            ),
+            Refused::Table(desired, limit) => {
+                format!("table limit of {limit} elements exceeded (the guest asked for {desired})")
+            }
+        })
     }
 }
 
@@ -151,14 +167,19 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limit {
-            self.exceeded = Some(desired);
+            self.exceeded = Some(Refused::Memory(desired));
             return Ok(false);
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+    fn table_growing(&mut self, _current: usize, desired: usize, max: Option<usize>) -> wasmtime::Result<bool> {
+        let limit = max.map_or(MAX_TABLE_ELEMENTS, |m| m.min(MAX_TABLE_ELEMENTS));
+        if desired > limit {
+            self.exceeded = Some(Refused::Table(desired, limit));
+            return Ok(false);
+        }
+        Ok(true)
     }
 }
 
