@@ -143,6 +143,13 @@ impl Driver for NatsDriver {
     }
 }
 
+/// Messages a subscription that is being dropped still takes, so that the
+/// server and the client stop at the same message.
+const LEAVE_QUOTA: u64 = 64;
+/// How long a subscription being dropped waits for its quota before it
+/// drains instead.
+const LEAVE_WAIT: Duration = Duration::from_millis(250);
+
 /// The life of one served name: its subscriptions (and consumer) end when
 /// `until` is cancelled; `tasks` tracks them and the deliveries they started.
 #[derive(Clone)]
@@ -292,28 +299,50 @@ impl NatsConnection {
     }
 
     /// Runs `handle` on its own task for every message of `subscriber`,
-    /// until `serving` ends (the name is dropped or the connection stops). Then it drains: unsubscribes, and still handles the messages
-    /// the server sent before it saw the unsubscribe, so a call routed to
-    /// this node as it leaves is answered, not left to time out.
+    /// until `serving` ends (the name is dropped or the connection stops),
+    /// then leaves without losing a message already on its way (see
+    /// [`LEAVE_QUOTA`]).
     async fn pump<F, Fut>(self: Arc<Self>, mut subscriber: async_nats::Subscriber, serving: Serving, handle: F)
     where
         F: Fn(Arc<Self>, async_nats::Message) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
+        let mut received: u64 = 0;
         loop {
             tokio::select! {
                 () = serving.until.cancelled() => break,
                 next = subscriber.next() => match next {
-                    Some(msg) => serving.spawn(&self, handle(self.clone(), msg)),
+                    Some(msg) => {
+                        received += 1;
+                        serving.spawn(&self, handle(self.clone(), msg));
+                    }
                     None => return,
                 },
             }
         }
-        if subscriber.drain().await.is_err() {
+        // async-nats's `drain` forgets the subscription on its next poll,
+        // before the server has confirmed the UNSUB, so a request the server
+        // routed here just before is dropped and its caller times out.
+        // Instead, ask the server to stop after `LEAVE_QUOTA` more messages:
+        // both ends then stop at the same message. Only when the traffic is
+        // too light to get there soon is the subscription drained (a message
+        // in flight at that moment is unlikely, not impossible).
+        if subscriber.unsubscribe_after(received + LEAVE_QUOTA).await.is_err() {
             return;
         }
-        while let Ok(Some(msg)) = tokio::time::timeout(DRAIN, subscriber.next()).await {
-            serving.spawn(&self, handle(self.clone(), msg));
+        let mut drained = false;
+        loop {
+            match tokio::time::timeout(LEAVE_WAIT, subscriber.next()).await {
+                Ok(Some(msg)) => serving.spawn(&self, handle(self.clone(), msg)),
+                Ok(None) => return,
+                Err(_) if !drained => {
+                    drained = true;
+                    if subscriber.drain().await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
         }
     }
 
