@@ -18,6 +18,21 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// The version busbar reports for guest `name`: its short content hash.
+pub fn guest_version(name: &str) -> String {
+    busbar::runtime::content_hash(&std::fs::read(guest(name)).expect("guest built"))[..12].to_string()
+}
+
+/// The `echo` guest with its export renamed: a component of another world
+/// than busbar's (a busbar guest built against the wrong WIT).
+pub fn wrong_world_guest() -> Vec<u8> {
+    let mut bytes = std::fs::read(guest("echo")).expect("echo built");
+    let from = b"busbar:handler/service@0.1.0";
+    let at = bytes.windows(from.len()).position(|w| w == from).expect("export name present");
+    bytes[at..at + from.len()].copy_from_slice(b"busbar:handler/servixe@0.1.0");
+    bytes
+}
+
 /// The process's runtime, with an artifact cache under `target/` so repeated
 /// test runs do not recompile the guests.
 pub fn runtime() -> Arc<Runtime> {
@@ -190,6 +205,57 @@ async fn nats_node(url: &str, folder: &Folder, id: &str, group: &str, extra: &st
 pub async fn nats_client(url: &str) -> Node {
     let config = Config::parse(&nats_config(url, "client", "", ""), Path::new("test.toml")).expect("valid config");
     NodeBuilder::new(config).runtime(runtime()).client().start().await.expect("client connects").0
+}
+
+/// Callers that call one name back to back until stopped, checking every
+/// reply: continuous load for tests that change a node under it.
+pub struct CallLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    callers: Vec<tokio::task::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl CallLoad {
+    /// Starts `callers` tasks calling `name` on `node` with `payload`; a
+    /// reply not in `accepted`, or a failure, is recorded.
+    pub fn start(
+        node: &Node,
+        callers: usize,
+        name: &'static str,
+        payload: &'static [u8],
+        accepted: &'static [&'static [u8]],
+    ) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let callers = (0..callers)
+            .map(|_| {
+                let (node, stop) = (node.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let (mut calls, mut wrong) = (0u64, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match node.call(name, payload.to_vec(), std::time::Duration::from_secs(5)).await {
+                            Ok(reply) if accepted.contains(&reply.as_slice()) => {}
+                            other => wrong.push(format!("{other:?}")),
+                        }
+                        calls += 1;
+                    }
+                    (calls, wrong)
+                })
+            })
+            .collect();
+        Self { stop, callers }
+    }
+
+    /// Stops the callers; returns how many calls they made and what went
+    /// wrong (failures and unexpected replies).
+    pub async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut calls, mut wrong) = (0, Vec::new());
+        for caller in self.callers {
+            let (c, w) = caller.await.expect("a caller task panicked");
+            calls += c;
+            wrong.extend(w);
+        }
+        (calls, wrong)
+    }
 }
 
 /// Waits until `check` holds, polling every 10 ms, for at most `limit`;

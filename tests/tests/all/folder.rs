@@ -5,7 +5,7 @@
 use busbar::driver::default::DefaultDriver;
 use busbar::runtime::{Runtime, RuntimeOptions};
 use busbar::{Config, NodeBuilder};
-use busbar_tests::support::{Folder, guest, start, start_on};
+use busbar_tests::support::{Folder, guest, start, start_on, wrong_world_guest};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,14 +44,8 @@ async fn invalid_files_are_skipped_with_the_reason_and_the_rest_load() {
 
 #[tokio::test]
 async fn a_component_with_the_wrong_world_is_refused() {
-    // A busbar guest whose exports are not the handler interfaces: build a
-    // component from the echo guest by renaming its export in the bytes.
-    let mut bytes = std::fs::read(guest("echo")).expect("echo built");
-    let from = b"busbar:handler/service@0.1.0";
-    let at = bytes.windows(from.len()).position(|w| w == from).expect("export name present");
-    bytes[at..at + from.len()].copy_from_slice(b"busbar:handler/servixe@0.1.0");
     let folder = Folder::with(&[]);
-    folder.write("wrong.wasm", &bytes);
+    folder.write("wrong.wasm", &wrong_world_guest());
     let (_node, report) = start_on(&DefaultDriver::new(), &folder, "").await;
     assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
     let reason = &report.skipped[0].reason;

@@ -3,35 +3,18 @@
 //! picks up the dispatch waiting for it in JetStream; a removed handler
 //! leaves discovery while the other node keeps serving the name.
 
+use crate::reload::{EITHER_REPLY, GREET_REPLY, PAYLOAD, svc_folder};
 use busbar::Node;
 use busbar_tests::nats::NatsServer;
-use busbar_tests::support::{Folder, eventually, guest, nats_client, served, start_nats_watching};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use busbar_tests::support::{CallLoad, Folder, eventually, guest_version, nats_client, served, start_nats_watching};
 use std::time::Duration;
 
 const SECOND: Duration = Duration::from_secs(5);
 const WAIT: Duration = Duration::from_secs(20);
 
-const PAYLOAD: &[u8] = b"x";
-const ECHO_REPLY: &[u8] = b"x";
-const GREET_REPLY: &[u8] = b"hello, x";
-
-/// A folder serving `svc` as `echo`, and `echo` itself (which `greet` calls).
-fn svc_folder() -> Folder {
-    let folder = Folder::with(&["echo"]);
-    folder.add("echo", "svc");
-    folder
-}
-
-/// The version (short content hash) of guest `name`.
-fn version_of(name: &str) -> String {
-    busbar::runtime::content_hash(&std::fs::read(guest(name)).expect("guest built"))[..12].to_string()
-}
-
 /// Whether `node` comes to serve `svc` with guest `version`.
 async fn node_serves(node: &Node, version: &str) -> bool {
-    let want = version_of(version);
+    let want = guest_version(version);
     eventually(WAIT, async || node.local_stats().iter().any(|s| s.name == "svc" && s.version == want)).await
 }
 
@@ -42,23 +25,7 @@ async fn two_watching_nodes_swap_versions_under_load_with_no_failed_call() {
     let a = start_nats_watching(&server.url(), &folder_a, "a").await;
     let b = start_nats_watching(&server.url(), &folder_b, "b").await;
     let client = nats_client(&server.url()).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let callers: Vec<_> = (0..4)
-        .map(|_| {
-            let (client, stop) = (client.clone(), stop.clone());
-            tokio::spawn(async move {
-                let (mut calls, mut wrong) = (0u64, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    match client.call("svc", PAYLOAD.to_vec(), SECOND).await {
-                        Ok(r) if r == ECHO_REPLY || r == GREET_REPLY => {}
-                        other => wrong.push(format!("{other:?}")),
-                    }
-                    calls += 1;
-                }
-                (calls, wrong)
-            })
-        })
-        .collect();
+    let load = CallLoad::start(&client, 4, "svc", PAYLOAD, EITHER_REPLY);
     for round in 0..5 {
         let version = if round % 2 == 0 { "greet" } else { "echo" };
         for (folder, node) in [(&folder_a, &a), (&folder_b, &b)] {
@@ -78,14 +45,9 @@ async fn two_watching_nodes_swap_versions_under_load_with_no_failed_call() {
     for _ in 0..20 {
         assert_eq!(client.call("svc", PAYLOAD.to_vec(), SECOND).await.as_deref(), Ok(GREET_REPLY), "b answers");
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    for caller in callers {
-        let (calls, wrong) = caller.await.expect("caller");
-        assert!(wrong.is_empty(), "{} of {calls} calls failed or got another reply: {:?}", wrong.len(), &wrong[..1]);
-        total += calls;
-    }
-    assert!(total > 100, "the load was too light to mean anything: {total} calls");
+    let (calls, wrong) = load.stop().await;
+    assert!(wrong.is_empty(), "{} of {calls} calls failed or got another reply: {:?}", wrong.len(), &wrong[..1]);
+    assert!(calls > 100, "the load was too light to mean anything: {calls} calls");
     assert_eq!((a.reloads().applied, b.reloads().applied), (6, 5));
 }
 

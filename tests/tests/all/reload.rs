@@ -5,10 +5,10 @@
 //! Every wait here waits for an observable outcome (a reply, a counter).
 
 use busbar::{FailureClass, Node};
-use busbar_tests::support::{Folder, capture_logs, eventually, guest, start_watching};
+use busbar_tests::support::{
+    CallLoad, Folder, capture_logs, eventually, guest, guest_version, start_watching, wrong_world_guest,
+};
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const SECOND: Duration = Duration::from_secs(5);
@@ -16,12 +16,14 @@ const SECOND: Duration = Duration::from_secs(5);
 const SHOWS: Duration = Duration::from_secs(10);
 
 /// `svc` as `echo` replies with the payload; as `greet`, with "hello, " and it.
-const PAYLOAD: &[u8] = b"x";
-const ECHO_REPLY: &[u8] = b"x";
-const GREET_REPLY: &[u8] = b"hello, x";
+pub(crate) const PAYLOAD: &[u8] = b"x";
+pub(crate) const ECHO_REPLY: &[u8] = b"x";
+pub(crate) const GREET_REPLY: &[u8] = b"hello, x";
+/// Either version's reply.
+pub(crate) const EITHER_REPLY: &[&[u8]] = &[ECHO_REPLY, GREET_REPLY];
 
 /// A folder serving `svc` as `echo` (and `echo` itself, which `greet` calls).
-fn svc_folder() -> Folder {
+pub(crate) fn svc_folder() -> Folder {
     let folder = Folder::with(&["echo"]);
     folder.add("echo", "svc");
     folder
@@ -31,49 +33,19 @@ async fn answers(node: &Node, name: &str, reply: &[u8]) -> bool {
     eventually(SHOWS, async || node.call(name, PAYLOAD.to_vec(), SECOND).await.as_deref() == Ok(reply)).await
 }
 
-/// The echo guest with its export renamed: a component of another world.
-fn wrong_world() -> Vec<u8> {
-    let mut bytes = std::fs::read(guest("echo")).expect("echo built");
-    let from = b"busbar:handler/service@0.1.0";
-    let at = bytes.windows(from.len()).position(|w| w == from).expect("export name present");
-    bytes[at..at + from.len()].copy_from_slice(b"busbar:handler/servixe@0.1.0");
-    bytes
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_swaps_under_load_fail_no_call_and_the_last_version_wins() {
     let folder = svc_folder();
     let node = start_watching(&folder).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let callers: Vec<_> = (0..4)
-        .map(|_| {
-            let (node, stop) = (node.clone(), stop.clone());
-            tokio::spawn(async move {
-                let (mut calls, mut wrong) = (0u64, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    match node.call("svc", PAYLOAD.to_vec(), SECOND).await {
-                        Ok(r) if r == ECHO_REPLY || r == GREET_REPLY => {}
-                        other => wrong.push(format!("{other:?}")),
-                    }
-                    calls += 1;
-                }
-                (calls, wrong)
-            })
-        })
-        .collect();
+    let load = CallLoad::start(&node, 4, "svc", PAYLOAD, EITHER_REPLY);
     for swap in 0..50 {
         let (version, reply) = if swap % 2 == 0 { ("greet", GREET_REPLY) } else { ("echo", ECHO_REPLY) };
         folder.put_guest(version, "svc");
         assert!(answers(&node, "svc", reply).await, "swap {swap}: {version} never answered");
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    for caller in callers {
-        let (calls, wrong) = caller.await.expect("caller");
-        assert!(wrong.is_empty(), "{} of {calls} calls failed or got another reply: {:?}", wrong.len(), &wrong[..1]);
-        total += calls;
-    }
-    assert!(total > 1000, "the load was too light to mean anything: {total} calls");
+    let (calls, wrong) = load.stop().await;
+    assert!(wrong.is_empty(), "{} of {calls} calls failed or got another reply: {:?}", wrong.len(), &wrong[..1]);
+    assert!(calls > 1000, "the load was too light to mean anything: {calls} calls");
     // The 50th swap put `echo` back: only it answers now.
     for _ in 0..100 {
         assert_eq!(node.call("svc", PAYLOAD.to_vec(), SECOND).await.as_deref(), Ok(ECHO_REPLY));
@@ -81,7 +53,7 @@ async fn fifty_swaps_under_load_fail_no_call_and_the_last_version_wins() {
     assert_eq!(node.reloads().applied, 50);
     let stats = node.local_stats().into_iter().find(|s| s.name == "svc").expect("svc stats");
     assert_eq!(stats.reloads, 50);
-    assert_eq!(stats.version, busbar::runtime::content_hash(&std::fs::read(guest("echo")).expect("echo"))[..12]);
+    assert_eq!(stats.version, guest_version("echo"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +83,7 @@ async fn files_that_do_not_validate_are_rejected_with_the_reason_and_the_old_ver
         ("a core module", b"\0asm\x01\0\0\0".to_vec(), "core WebAssembly module"),
         // Renaming the export breaks the component's own wiring, so wasmtime
         // refuses it while compiling; either way the reason names the export.
-        ("the wrong world", wrong_world(), "busbar:handler/service@0.1.0"),
+        ("the wrong world", wrong_world_guest(), "busbar:handler/service@0.1.0"),
     ];
     for (i, (what, bytes, reason)) in cases.into_iter().enumerate() {
         folder.put("svc.wasm", &bytes);
