@@ -34,11 +34,39 @@ impl HandlerSet {
     }
 }
 
+/// A stem's `.wasm` file, read once per change.
+enum Wasm {
+    /// There is none.
+    Missing,
+    /// It exists but cannot be read.
+    Unreadable(String),
+    /// Its bytes and their content hash.
+    Read(Vec<u8>, String),
+}
+
+impl Wasm {
+    fn read(path: &Path) -> Self {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let hash = content_hash(&bytes);
+                Wasm::Read(bytes, hash)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || path.is_dir() => Wasm::Missing,
+            Err(e) => Wasm::Unreadable(format!("cannot read it: {e}")),
+        }
+    }
+}
+
 /// What identifies the files of one stem: the handler's and the sidecar's contents.
-fn fingerprint(dir: &Path, stem: &str) -> String {
-    let read = |ext: &str| std::fs::read(dir.join(format!("{stem}.{ext}"))).ok();
-    let part = |bytes: Option<Vec<u8>>| bytes.map_or_else(|| "-".to_string(), |b| content_hash(&b));
-    format!("{}/{}", part(read("wasm")), part(read("toml")))
+fn fingerprint(dir: &Path, stem: &str, wasm: &Wasm) -> String {
+    let wasm = match wasm {
+        Wasm::Missing => "-",
+        Wasm::Unreadable(_) => "?",
+        Wasm::Read(_, hash) => hash,
+    };
+    let sidecar =
+        std::fs::read(dir.join(format!("{stem}.toml"))).map_or_else(|_| "-".to_string(), |b| content_hash(&b));
+    format!("{wasm}/{sidecar}")
 }
 
 /// What became of one handler stem.
@@ -99,39 +127,37 @@ fn examine(
     defaults: &HandlerDefaults,
     stem: &str,
     current: Option<&Arc<Loaded>>,
+    wasm: Wasm,
 ) -> (Change, Option<Arc<Loaded>>) {
     let keep = |reason: String| {
         let serving = current.map(|c| c.compiled.version.clone());
         (Change::Rejected { reason, serving }, current.cloned())
     };
-    let wasm = dir.join(format!("{stem}.wasm"));
-    let gone = |current: Option<&Arc<Loaded>>| match current {
-        Some(c) => (Change::Removed { version: c.compiled.version.clone() }, None),
-        None if dir.join(format!("{stem}.toml")).is_file() => {
-            (Change::Rejected { reason: handlers::orphan_reason(dir, stem), serving: None }, None)
+    let (bytes, hash) = match wasm {
+        Wasm::Read(bytes, hash) => (bytes, hash),
+        Wasm::Unreadable(reason) => return keep(reason),
+        Wasm::Missing => {
+            return match current {
+                Some(c) => (Change::Removed { version: c.compiled.version.clone() }, None),
+                None if dir.join(format!("{stem}.toml")).is_file() => {
+                    (Change::Rejected { reason: handlers::orphan_reason(dir, stem), serving: None }, None)
+                }
+                None => (Change::Unchanged, None),
+            };
         }
-        None => (Change::Unchanged, None),
     };
-    if !wasm.is_file() {
-        return gone(current);
-    }
-    let file = match handlers::handler_file(&wasm, defaults) {
+    let file = match handlers::handler_file(&dir.join(format!("{stem}.wasm")), defaults) {
         Ok(file) => file,
         Err(reason) => return keep(reason),
     };
-    let bytes = match std::fs::read(&wasm) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return gone(current),
-        Err(e) => return keep(format!("cannot read it: {e}")),
-    };
-    if let Some(current) = current.filter(|c| c.compiled.hash == content_hash(&bytes)) {
+    if let Some(current) = current.filter(|c| c.compiled.hash == hash) {
         if current.policy == file.policy {
             return (Change::Unchanged, Some(current.clone()));
         }
         let loaded = Loaded::new(current.stem.clone(), current.compiled.clone(), file.policy);
         return (Change::Policy { version: current.compiled.version.clone() }, Some(Arc::new(loaded)));
     }
-    match runtime.load(&bytes) {
+    match runtime.load_hashed(&bytes, hash) {
         Ok(compiled) => {
             let change = match current {
                 Some(c) => Change::Replaced { from: c.compiled.version.clone(), to: compiled.version.clone() },
@@ -154,12 +180,13 @@ pub fn apply(
     stems: &[String],
 ) -> Vec<(String, Change)> {
     let examined = parallel(stems, |stem| {
-        let seen = fingerprint(dir, stem);
+        let wasm = Wasm::read(&dir.join(format!("{stem}.wasm")));
+        let seen = fingerprint(dir, stem, &wasm);
         if set.rejected.get(stem) == Some(&seen) {
             // The very files rejected last time: nothing new to say.
             return (Change::Unchanged, set.get(stem).cloned(), seen);
         }
-        let (change, kept) = examine(runtime, dir, defaults, stem, set.get(stem));
+        let (change, kept) = examine(runtime, dir, defaults, stem, set.get(stem), wasm);
         (change, kept, seen)
     });
     stems

@@ -229,12 +229,17 @@ impl Runtime {
     /// Validates, compiles (or loads from the cache) and pre-instantiates a
     /// handler component.
     pub fn load(&self, bytes: &[u8]) -> Result<Compiled, LoadError> {
+        self.load_hashed(bytes, content_hash(bytes))
+    }
+
+    /// [`Runtime::load`] of `bytes` whose [`content_hash`] the caller has
+    /// already computed.
+    pub fn load_hashed(&self, bytes: &[u8], hash: String) -> Result<Compiled, LoadError> {
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(LoadError::NotWasm),
         }
-        let hash = content_hash(bytes);
         let (component, cached) = match self.cache.as_ref().and_then(|c| c.get(&self.engine, &hash)) {
             Some(component) => (component, true),
             None => {
