@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::failure::Failure;
 use crate::node::Node;
 use crate::runtime::{MESSAGE_EXPORT, Runtime, SERVICE_EXPORT};
+use crate::toolkit::{self, scaffold, scaffold::Lang, scaffold::Project};
 use crate::units::parse_duration;
 use clap::{Parser, Subcommand};
 use std::io::{Read, Write};
@@ -106,6 +107,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create a handler project that builds as it is (a service replying `hello, <payload>`).
+    New {
+        /// The handler's name: the project directory and the name it serves.
+        name: String,
+        /// The language: rust, python, js or c.
+        #[arg(long, short)]
+        lang: Lang,
+        /// Where to create the project (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust: the busbar-guest SDK directory (default: the one of the checkout busbar was built from).
+        #[arg(long, value_name = "DIR")]
+        sdk: Option<PathBuf>,
+    },
+    /// Tools for building handlers: the WIT contract, C bindings, componentize.
+    Guest {
+        /// What to do.
+        #[command(subcommand)]
+        action: GuestAction,
+    },
     /// Inspect, replay or drop exhausted dispatches.
     DeadLetters {
         /// What to do (default: list).
@@ -114,6 +135,32 @@ pub enum Command {
         /// Print JSON (for `list`).
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `busbar guest` actions: tools for building handlers.
+#[derive(Debug, Subcommand)]
+pub enum GuestAction {
+    /// Write the WIT contract handlers are built against (`handler.wit`) into DIR.
+    Wit {
+        /// The directory to write into.
+        dir: PathBuf,
+    },
+    /// Write the C bindings of a handler world into DIR (WORLD.h, WORLD.c, WORLD_component_type.o).
+    CBindings {
+        /// The directory to write into.
+        dir: PathBuf,
+        /// The world: service-handler, message-handler or handler (both).
+        #[arg(long, default_value = "service-handler")]
+        world: String,
+    },
+    /// Turn a wasm32-wasi core module (built with `-mexec-model=reactor`) into a handler component.
+    Componentize {
+        /// The core module clang wrote.
+        module: PathBuf,
+        /// Where to write the component.
+        #[arg(long, short)]
+        output: PathBuf,
     },
 }
 
@@ -298,6 +345,19 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Check { file, json } => check(file, *json),
+        Command::New { name, lang, dir, sdk } => {
+            let dir = dir.clone().unwrap_or_else(|| PathBuf::from(name));
+            let project = Project { name: name.clone(), lang: *lang, dir, sdk: sdk.clone() };
+            let files = scaffold::create(&project).map_err(|e| host(format!("{e:#}")))?;
+            eprintln!("created {} ({} files); build it with:", project.dir.display(), files.len());
+            eprintln!("  cd {}", project.dir.display());
+            for command in lang.build_commands() {
+                eprintln!("  {command}");
+            }
+            eprintln!("then copy {} into a handlers folder as {name}.wasm", lang.artifact(name).display());
+            Ok(())
+        }
+        Command::Guest { action } => guest(action).map_err(|e| host(format!("{e:#}"))),
         Command::DeadLetters { action, json } => match action {
             None | Some(DeadLetterAction::List) => {
                 let letters = on_the_bus(&cli, async |node| node.dead_letters().await).await?;
@@ -440,4 +500,26 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             }
         }
     }
+}
+
+fn guest(action: &GuestAction) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    match action {
+        GuestAction::Wit { dir } => {
+            let path = toolkit::write_wit(dir)?;
+            eprintln!("wrote {}", path.display());
+        }
+        GuestAction::CBindings { dir, world } => {
+            for path in toolkit::c_bindings(world, dir)? {
+                eprintln!("wrote {}", path.display());
+            }
+        }
+        GuestAction::Componentize { module, output } => {
+            let core = std::fs::read(module).with_context(|| format!("cannot read {}", module.display()))?;
+            let component = toolkit::componentize(&core).with_context(|| format!("{}", module.display()))?;
+            std::fs::write(output, &component).with_context(|| format!("cannot write {}", output.display()))?;
+            eprintln!("wrote {} ({} bytes)", output.display(), component.len());
+        }
+    }
+    Ok(())
 }

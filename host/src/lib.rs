@@ -23,6 +23,8 @@
 //! - [`runtime`]: wasmtime — engine, artifact cache, sandboxed invocations.
 //! - [`stats`]: per-name counters and the discovery listing types.
 //! - [`weighted`]: weighted round robin over connections.
+//! - [`toolkit`]: building handlers — the WIT contract, C bindings,
+//!   componentize, `busbar new` scaffolds.
 //! - [`cli`]: the `busbar` command line.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, reason = "unit tests fail loudly"))]
@@ -40,6 +42,7 @@ pub mod registry;
 pub mod reload;
 pub mod runtime;
 pub mod stats;
+pub mod toolkit;
 pub mod units;
 pub mod watch;
 pub mod weighted;

@@ -11,11 +11,33 @@ use busbar::{Config, Node, NodeBuilder};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-/// The compiled guest `name` (built by this crate's build script from `examples/`).
+/// The suffixes of the example handlers written in other languages than
+/// Rust (`echo-py`, `greet-js`, ...): Python, JavaScript, C.
+pub const OTHER_LANGUAGES: [&str; 3] = ["py", "js", "c"];
+
+/// The compiled guest `name`: a Rust example (built by this crate's build
+/// script from `examples/`) or, named `NAME-py`, `NAME-js` or `NAME-c`, an
+/// example in another language, built by `./dev handlers` (which `./dev
+/// test` runs first) into `target/handlers`.
 pub fn guest(name: &str) -> PathBuf {
+    if OTHER_LANGUAGES.iter().any(|lang| name.ends_with(&format!("-{lang}"))) {
+        let path = repo().join("target/handlers").join(format!("{name}.wasm"));
+        assert!(
+            path.exists(),
+            "guest {name} was not built: run `./dev handlers` (it installs the Python, JavaScript \
+             and C toolchains and builds examples/python, examples/js and examples/c); looked for {}",
+            path.display()
+        );
+        return path;
+    }
     let path = Path::new(env!("BUSBAR_GUESTS_DIR")).join(format!("{name}.wasm"));
     assert!(path.exists(), "guest {name} was not built: {}", path.display());
     path
+}
+
+/// The repository's root directory.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// The version busbar reports for guest `name`: its short content hash.
@@ -63,7 +85,13 @@ impl Folder {
 
     /// Copies guest `guest` into the folder as `name.wasm`.
     pub fn add(&self, guest_name: &str, name: &str) -> &Self {
-        std::fs::copy(guest(guest_name), self.path().join(format!("{name}.wasm"))).expect("copy guest");
+        self.add_file(&guest(guest_name), name)
+    }
+
+    /// Copies the component at `path` into the folder as `name.wasm`.
+    pub fn add_file(&self, path: &Path, name: &str) -> &Self {
+        std::fs::copy(path, self.path().join(format!("{name}.wasm")))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", path.display()));
         self
     }
 

@@ -1,0 +1,10 @@
+// `echo-js`: a service that replies with its payload unchanged.
+//
+// Build (in examples/js, after `npm ci`):
+//   npx componentize-js echo.js --wit ../../wit --world-name service-handler -d stdio random clocks http fetch-event -o echo-js.wasm
+
+export const service = {
+  handle(ctx, payload) {
+    return payload;
+  },
+};

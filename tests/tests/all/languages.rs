@@ -1,0 +1,113 @@
+//! Handlers in every language, from one WIT: the Rust, Python, JavaScript and
+//! C examples (`examples/`; the last three built by `./dev handlers`) loaded
+//! into one node give the same replies and the same failure classes, and each
+//! reaches another handler through the `bus` import.
+//!
+//! Each language has `echo-LANG` and `greet-LANG`, which calls `echo-LANG`
+//! (Rust's are plain `echo` and `greet`). Serving `fail` or `slow` under the
+//! name `echo-LANG` makes the bus call fail in a chosen way, so the tests see
+//! how each language turns a bus error into its own failure.
+
+use busbar::FailureClass;
+use busbar_tests::support::{Folder, OTHER_LANGUAGES, served, start};
+use std::time::Duration;
+
+const SECOND: Duration = Duration::from_secs(5);
+
+/// Every language's (echo, greet) pair.
+fn pairs() -> Vec<(String, String)> {
+    let mut pairs = vec![("echo".to_string(), "greet".to_string())];
+    pairs.extend(OTHER_LANGUAGES.iter().map(|lang| (format!("echo-{lang}"), format!("greet-{lang}"))));
+    pairs
+}
+
+/// A folder with every language's greet, and `echo_as` serving each
+/// language's echo name.
+fn greets_with_echo(echo_as: &str) -> Folder {
+    let folder = Folder::with(&[]);
+    for (echo, greet) in pairs() {
+        folder.add(&greet, &greet).add(echo_as, &echo);
+    }
+    folder
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_language_echoes_bytes_unchanged_and_greets_through_the_bus() {
+    let folder = Folder::with(&[]);
+    for (echo, greet) in pairs() {
+        folder.add(&echo, &echo).add(&greet, &greet);
+    }
+    let node = start(&folder).await;
+    let big: Vec<u8> = (0..=255u8).cycle().take(256 << 10).collect();
+    let payloads: [&[u8]; 4] = [b"hello", b"", &[0, 0xff, 0xfe, 0x80], &big];
+    for (echo, greet) in pairs() {
+        for payload in payloads {
+            let reply = node.call(&echo, payload.to_vec(), SECOND).await;
+            assert_eq!(reply.as_deref(), Ok(payload), "{echo}, {} bytes", payload.len());
+        }
+        let reply = node.call(&greet, "wörld".as_bytes().to_vec(), SECOND).await;
+        assert_eq!(reply, Ok("hello, wörld".as_bytes().to_vec()), "{greet}");
+    }
+    for (echo, _) in pairs() {
+        assert_eq!(served(&node, &echo), 5, "{echo}: 4 direct calls and 1 from its greet");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_language_refuses_a_bad_payload_as_invalid() {
+    let folder = Folder::with(&[]);
+    for (echo, greet) in pairs() {
+        folder.add(&echo, &echo).add(&greet, &greet);
+    }
+    let node = start(&folder).await;
+    for (_, greet) in pairs() {
+        for (payload, message) in [(&b""[..], "greet needs a name"), (&[b'x', 0xff][..], "the name is not UTF-8")] {
+            let failure = node.call(&greet, payload.to_vec(), SECOND).await.unwrap_err();
+            assert_eq!((failure.class, failure.message.as_str()), (FailureClass::Invalid, message), "{greet}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_language_passes_a_handler_failure_on_with_its_class() {
+    let node = start(&greets_with_echo("fail")).await;
+    for (_, greet) in pairs() {
+        for (class, expected) in [
+            ("invalid", FailureClass::Invalid),
+            ("denied", FailureClass::Denied),
+            ("unauthorized", FailureClass::Unauthorized),
+            ("retry", FailureClass::Retry),
+            ("failed", FailureClass::Failed),
+        ] {
+            let failure = node.call(&greet, format!("{class}:because").into_bytes(), SECOND).await.unwrap_err();
+            assert_eq!((failure.class, failure.message.as_str()), (expected, "because"), "{greet}, {class}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_language_maps_a_missing_name_to_failed_and_a_timeout_to_retry() {
+    // Nobody serves echo-LANG: not-found is not worth a retry.
+    let folder = Folder::with(&[]);
+    for (_, greet) in pairs() {
+        folder.add(&greet, &greet);
+    }
+    let node = start(&folder).await;
+    for (_, greet) in pairs() {
+        let failure = node.call(&greet, b"world".to_vec(), SECOND).await.unwrap_err();
+        assert_eq!(failure.class, FailureClass::Failed, "{greet}: {failure}");
+        assert!(failure.message.starts_with("not-found: "), "{greet}: {}", failure.message);
+    }
+
+    // echo-LANG works longer than it may: a timeout is worth a retry.
+    let folder = greets_with_echo("slow");
+    for (echo, _) in pairs() {
+        folder.sidecar(&echo, "timeout = \"100ms\"\n");
+    }
+    let node = start(&folder).await;
+    for (_, greet) in pairs() {
+        let failure = node.call(&greet, b"2000".to_vec(), SECOND).await.unwrap_err();
+        assert_eq!(failure.class, FailureClass::Retry, "{greet}: {failure}");
+        assert!(failure.message.starts_with("timeout: "), "{greet}: {}", failure.message);
+    }
+}
