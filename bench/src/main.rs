@@ -2,7 +2,7 @@
 //! (the tables of `BENCHMARKS.md`).
 //!
 //! ```text
-//! cargo run --release -p busbar-bench -- [--quick] [--only call|startup|memory|nats-call|nats-dispatch|reload|limits]
+//! cargo run --release -p busbar-bench -- [--quick] [--only call|startup|memory|nats-call|nats-dispatch|reload|limits|languages]
 //! ```
 //!
 //! `--quick` uses small counts (a CI smoke run, well under a minute).
@@ -20,6 +20,7 @@
 
 mod call;
 mod floor;
+mod languages;
 mod memory;
 mod nats_call;
 mod nats_dispatch;
@@ -44,6 +45,8 @@ struct Sizes {
     nats_dispatch: nats_dispatch::Plan,
     /// Benchmark 6.
     reload: reload::Plan,
+    /// Benchmark 8.
+    languages: languages::Plan,
 }
 
 impl Sizes {
@@ -59,6 +62,7 @@ impl Sizes {
                 nats_call: nats_call(2_000, 200, 2),
                 nats_dispatch: nats_dispatch(1_000, 100, 1),
                 reload: reload::Plan { swaps: 6, restarts: 2 },
+                languages: languages::Plan { calls: 30, warmup: 3 },
             }
         } else {
             Self {
@@ -68,6 +72,7 @@ impl Sizes {
                 nats_call: nats_call(100_000, 5_000, 5),
                 nats_dispatch: nats_dispatch(10_000, 500, 3),
                 reload: reload::Plan { swaps: 50, restarts: 10 },
+                languages: languages::Plan { calls: 1_000, warmup: 50 },
             }
         }
     }
@@ -107,7 +112,7 @@ fn machine() -> String {
 }
 
 /// The benchmarks `--only` selects.
-const ONLY: &str = "call|startup|memory|nats-call|nats-dispatch|reload|limits";
+const ONLY: &str = "call|startup|memory|nats-call|nats-dispatch|reload|limits|languages";
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     if std::env::args().nth(1).as_deref() == Some("--as-busbar") {
@@ -202,6 +207,10 @@ fn benchmarks() -> anyhow::Result<()> {
     if run("reload") {
         eprintln!("bench: 6. hot reload against a process restart");
         rt.block_on(bench_reload(sizes.reload, &mut out))?;
+    }
+    if run("languages") {
+        eprintln!("bench: 8. one handler in four languages");
+        rt.block_on(bench_languages(sizes.languages, &mut out))?;
     }
     print!("{out}");
     Ok(())
@@ -546,5 +555,48 @@ async fn bench_limits(sizes: &Sizes, out: &mut String) -> anyhow::Result<()> {
         on.p99.as_secs_f64() / off.p99.as_secs_f64(),
         on.per_sec / off.per_sec
     );
+    Ok(())
+}
+
+async fn bench_languages(plan: languages::Plan, out: &mut String) -> anyhow::Result<()> {
+    let rows = languages::measure(plan).await?;
+    let _ = writeln!(out, "### 8. One `echo` handler in four languages\n");
+    let _ = writeln!(
+        out,
+        "The `echo` examples (`examples/echo`, `examples/python/echo`, `examples/js/echo.js`, `examples/c/echo.c`). Compile: a fresh engine with an empty artifact cache; from cache: a fresh engine loading the artifact that compile stored. Calls: in-process `call`, {} B payload, one caller, {} measured calls after {} warm-up calls, with a fresh instance per call (the default) and with `reuse = 1000`. In parentheses: relative to Rust in the same run.\n",
+        languages::PAYLOAD,
+        thousands(plan.calls as f64),
+        thousands(plan.warmup as f64),
+    );
+    let _ = writeln!(
+        out,
+        "| language | component (KiB) | compile (ms) | from cache (ms) | call p50, fresh (µs) | p99, fresh (µs) | call p50, reuse (µs) | p99, reuse (µs) |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let rust = &rows[0];
+    // `12x`, or `0.7x` below 10.
+    let ratio = |value: f64, base: f64| match value / base.max(f64::MIN_POSITIVE) {
+        r if r < 10.0 => format!("{r:.1}x"),
+        r => format!("{r:.0}x"),
+    };
+    let times = |value: Duration, base: Duration| ratio(value.as_secs_f64(), base.as_secs_f64());
+    for row in &rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} ({}) | {} ({}) | {} | {} ({}) | {} | {} ({}) | {} |",
+            row.lang,
+            thousands(row.size as f64 / 1024.0),
+            ratio(row.size as f64, rust.size as f64),
+            millis(row.compile),
+            times(row.compile, rust.compile),
+            millis(row.cached),
+            micros(row.fresh.p50),
+            times(row.fresh.p50, rust.fresh.p50),
+            micros(row.fresh.p99),
+            micros(row.reused.p50),
+            times(row.reused.p50, rust.reused.p50),
+            micros(row.reused.p99),
+        );
+    }
+    out.push('\n');
     Ok(())
 }

@@ -3,7 +3,7 @@
 // error becomes this handler's failure with the same retry behaviour.
 //
 // Build (in examples/js, after `npm ci`):
-//   npx componentize-js greet.js --wit ../../wit --world-name service-handler -d stdio random clocks http fetch-event -o greet-js.wasm
+//   npx componentize-js greet.js --wit ../../wit --world-name service-handler -d random clocks http fetch-event -o greet-js.wasm
 
 import { call } from 'busbar:handler/bus@0.1.0';
 
