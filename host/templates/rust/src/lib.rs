@@ -13,9 +13,8 @@ impl Service for Handler {
         if payload.is_empty() {
             return Err(Failure::invalid("send a name to greet"));
         }
-        let Ok(name) = String::from_utf8(payload) else {
-            return Err(Failure::invalid("the name is not UTF-8"));
-        };
+        // Not UTF-8: `invalid` too (`?` converts the error).
+        let name = String::from_utf8(payload)?;
         // Another handler is one call away; `?` turns a bus error into a
         // failure of the same retry class:
         //     let reply = busbar_guest::bus::call("echo", name.as_bytes(), None)?;
