@@ -7,9 +7,19 @@
 use busbar::driver::default::DefaultDriver;
 use busbar::node::LoadReport;
 use busbar::runtime::{Runtime, RuntimeOptions};
-use busbar::{Config, Node, NodeBuilder};
+use busbar::{Config, FailureClass, Node, NodeBuilder};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+
+/// The five failure classes a handler can answer, as the `fail` guest
+/// spells them (`CLASS:message`) and as the caller receives them.
+pub const HANDLER_CLASSES: [(&str, FailureClass); 5] = [
+    ("invalid", FailureClass::Invalid),
+    ("denied", FailureClass::Denied),
+    ("unauthorized", FailureClass::Unauthorized),
+    ("retry", FailureClass::Retry),
+    ("failed", FailureClass::Failed),
+];
 
 /// The suffixes of the example handlers written in other languages than
 /// Rust (`echo-py`, `greet-js`, ...): Python, JavaScript, C.

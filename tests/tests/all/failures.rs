@@ -2,7 +2,7 @@
 //! trapping or memory-hungry handler fails only its own invocation.
 
 use busbar::FailureClass;
-use busbar_tests::support::{Folder, start};
+use busbar_tests::support::{Folder, HANDLER_CLASSES, start};
 use std::time::{Duration, Instant};
 
 const SECOND: Duration = Duration::from_secs(5);
@@ -10,13 +10,7 @@ const SECOND: Duration = Duration::from_secs(5);
 #[tokio::test]
 async fn each_handler_failure_class_reaches_the_caller() {
     let node = start(&Folder::with(&["fail"])).await;
-    for (class, expected) in [
-        ("invalid", FailureClass::Invalid),
-        ("denied", FailureClass::Denied),
-        ("unauthorized", FailureClass::Unauthorized),
-        ("retry", FailureClass::Retry),
-        ("failed", FailureClass::Failed),
-    ] {
+    for (class, expected) in HANDLER_CLASSES {
         let failure = node.call("fail", format!("{class}:because").into_bytes(), SECOND).await.unwrap_err();
         assert_eq!((failure.class, failure.message.as_str()), (expected, "because"));
     }

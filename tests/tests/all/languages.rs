@@ -9,7 +9,7 @@
 //! how each language turns a bus error into its own failure.
 
 use busbar::FailureClass;
-use busbar_tests::support::{Folder, OTHER_LANGUAGES, served, start};
+use busbar_tests::support::{Folder, HANDLER_CLASSES, OTHER_LANGUAGES, served, start};
 use std::time::Duration;
 
 const SECOND: Duration = Duration::from_secs(5);
@@ -22,22 +22,18 @@ fn pairs() -> Vec<(String, String)> {
 }
 
 /// A folder with every language's greet, and `echo_as` serving each
-/// language's echo name.
-fn greets_with_echo(echo_as: &str) -> Folder {
+/// language's echo name (`None`: each language's own echo).
+fn greets_with_echo(echo_as: Option<&str>) -> Folder {
     let folder = Folder::with(&[]);
     for (echo, greet) in pairs() {
-        folder.add(&greet, &greet).add(echo_as, &echo);
+        folder.add(&greet, &greet).add(echo_as.unwrap_or(&echo), &echo);
     }
     folder
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_language_echoes_bytes_unchanged_and_greets_through_the_bus() {
-    let folder = Folder::with(&[]);
-    for (echo, greet) in pairs() {
-        folder.add(&echo, &echo).add(&greet, &greet);
-    }
-    let node = start(&folder).await;
+    let node = start(&greets_with_echo(None)).await;
     let big: Vec<u8> = (0..=255u8).cycle().take(256 << 10).collect();
     let payloads: [&[u8]; 4] = [b"hello", b"", &[0, 0xff, 0xfe, 0x80], &big];
     for (echo, greet) in pairs() {
@@ -55,11 +51,7 @@ async fn every_language_echoes_bytes_unchanged_and_greets_through_the_bus() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_language_refuses_a_bad_payload_as_invalid() {
-    let folder = Folder::with(&[]);
-    for (echo, greet) in pairs() {
-        folder.add(&echo, &echo).add(&greet, &greet);
-    }
-    let node = start(&folder).await;
+    let node = start(&greets_with_echo(None)).await;
     for (_, greet) in pairs() {
         for (payload, message) in [(&b""[..], "greet needs a name"), (&[b'x', 0xff][..], "the name is not UTF-8")] {
             let failure = node.call(&greet, payload.to_vec(), SECOND).await.unwrap_err();
@@ -70,15 +62,9 @@ async fn every_language_refuses_a_bad_payload_as_invalid() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_language_passes_a_handler_failure_on_with_its_class() {
-    let node = start(&greets_with_echo("fail")).await;
+    let node = start(&greets_with_echo(Some("fail"))).await;
     for (_, greet) in pairs() {
-        for (class, expected) in [
-            ("invalid", FailureClass::Invalid),
-            ("denied", FailureClass::Denied),
-            ("unauthorized", FailureClass::Unauthorized),
-            ("retry", FailureClass::Retry),
-            ("failed", FailureClass::Failed),
-        ] {
+        for (class, expected) in HANDLER_CLASSES {
             let failure = node.call(&greet, format!("{class}:because").into_bytes(), SECOND).await.unwrap_err();
             assert_eq!((failure.class, failure.message.as_str()), (expected, "because"), "{greet}, {class}");
         }
@@ -100,7 +86,7 @@ async fn every_language_maps_a_missing_name_to_failed_and_a_timeout_to_retry() {
     }
 
     // echo-LANG works longer than it may: a timeout is worth a retry.
-    let folder = greets_with_echo("slow");
+    let folder = greets_with_echo(Some("slow"));
     for (echo, _) in pairs() {
         folder.sidecar(&echo, "timeout = \"100ms\"\n");
     }
