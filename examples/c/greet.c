@@ -31,8 +31,9 @@ static const char *const ERROR_CLASS[] = {
 };
 
 // A bus error as a failure of this handler: the five handler classes pass
-// through with their message; `overloaded` and `timeout` are worth a retry,
-// `not-found` and `trapped` are not (the message keeps the original class).
+// through with their message; `overloaded` and `timeout` become `retry`,
+// `not-found` and `trapped` become `failed`, with the original class in the
+// message (the same mapping as the Rust SDK's `From<BusError> for Failure`).
 static bool fail_from_bus(failure_t *err, bus_error_t *bus_err) {
     static const int8_t same_class[] = {
         [BUSBAR_HANDLER_TYPES_ERROR_CLASS_INVALID] = BUSBAR_HANDLER_TYPES_FAILURE_INVALID,

@@ -11,8 +11,9 @@ import { call } from 'busbar:handler/bus@0.1.0';
 const SAME_CLASS = new Set(['invalid', 'denied', 'unauthorized', 'retry', 'failed']);
 
 // A bus error as a failure of this handler: the handler classes pass through;
-// `overloaded` and `timeout` are worth a retry, `not-found` and `trapped` are
-// not (the message keeps the original class).
+// `overloaded` and `timeout` become `retry`, `not-found` and `trapped` become
+// `failed`, with the original class in the message (the same mapping as the
+// Rust SDK's `From<BusError> for Failure`).
 function failure({ class: errorClass, message }) {
   if (SAME_CLASS.has(errorClass)) return { tag: errorClass, val: message };
   const retry = errorClass === 'overloaded' || errorClass === 'timeout';

@@ -238,8 +238,10 @@ pub use types::ErrorClass;
 /// A service: answers `call` (request/reply) and `dispatch` (queued, retried).
 ///
 /// Export the implementing type with [`export_service!`] (or
-/// [`export_handler!`] if it also implements [`Message`]). Every invocation
-/// runs in a fresh instance, so no state survives between invocations.
+/// [`export_handler!`] if it also implements [`Message`]). By default every
+/// invocation runs in a fresh instance, so no state survives between
+/// invocations; a handler whose sidecar sets `reuse = N` may see the memory
+/// of up to N earlier invocations of the same instance.
 ///
 /// ```no_run
 /// use busbar_guest::{Context, Failure, Service};

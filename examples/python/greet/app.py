@@ -31,8 +31,9 @@ SAME_CLASS = {
 
 def failure(err: BusError):
     """A bus error as a failure of this handler: the handler classes pass
-    through; `overloaded` and `timeout` are worth a retry, `not-found` and
-    `trapped` are not (the message keeps the original class)."""
+    through; `overloaded` and `timeout` become `retry`, `not-found` and
+    `trapped` become `failed`, with the original class in the message (the
+    same mapping as the Rust SDK's `From<BusError> for Failure`)."""
     if err.class_ in SAME_CLASS:
         return SAME_CLASS[err.class_](err.message)
     message = f"{err.class_.name.lower().replace('_', '-')}: {err.message}"

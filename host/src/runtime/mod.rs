@@ -66,7 +66,7 @@ pub enum LoadError {
     NotWasm,
     /// A core module rather than a component.
     #[error(
-        "a core WebAssembly module, not a component; build it for `wasm32-wasip2` or wrap it with `wasm-tools component new`"
+        "a core WebAssembly module, not a component; build it for `wasm32-wasip2` or, for a `wasm32-wasi` module (C), turn it into one with `busbar guest componentize`"
     )]
     CoreModule,
     /// wasmtime refused to compile it.

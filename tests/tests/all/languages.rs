@@ -73,7 +73,7 @@ async fn every_language_passes_a_handler_failure_on_with_its_class() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_language_maps_a_missing_name_to_failed_and_a_timeout_to_retry() {
-    // Nobody serves echo-LANG: not-found is not worth a retry.
+    // Nobody serves echo-LANG: not-found becomes `failed`.
     let folder = Folder::with(&[]);
     for (_, greet) in pairs() {
         folder.add(&greet, &greet);
@@ -85,7 +85,7 @@ async fn every_language_maps_a_missing_name_to_failed_and_a_timeout_to_retry() {
         assert!(failure.message.starts_with("not-found: "), "{greet}: {}", failure.message);
     }
 
-    // echo-LANG works longer than it may: a timeout is worth a retry.
+    // echo-LANG works longer than it may: a timeout becomes `retry`.
     let folder = greets_with_echo(Some("slow"));
     for (echo, _) in pairs() {
         folder.sidecar(&echo, "timeout = \"100ms\"\n");
