@@ -4,14 +4,18 @@
 
 use crate::config::Config;
 use crate::failure::Failure;
+use crate::http::{Ops, Server};
+use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::runtime::{MESSAGE_EXPORT, Runtime, SERVICE_EXPORT};
 use crate::toolkit::{self, scaffold, scaffold::Lang, scaffold::Project};
 use crate::units::parse_duration;
 use clap::{Parser, Subcommand};
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// busbar: WebAssembly component handlers on a message bus.
@@ -49,7 +53,14 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node that serves the handlers folder until SIGINT or SIGTERM.
-    Run,
+    Run {
+        /// Serve /metrics, /healthz and /readyz on ADDR (`PORT` alone means 127.0.0.1:PORT).
+        #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+        metrics: Option<SocketAddr>,
+        /// Serve the HTTP gateway on ADDR (`PORT` alone means 127.0.0.1:PORT). No auth of its own.
+        #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+        http: Option<SocketAddr>,
+    },
     /// Call a service and print its reply (raw bytes) on stdout.
     Call {
         /// The service name.
@@ -212,7 +223,7 @@ pub async fn main(cli: Cli) -> ExitCode {
 /// Sets up logging: `RUST_LOG` wins; otherwise `info` for `run`, `warn` for
 /// one-shot commands so their stdout stays the reply alone.
 pub fn init_tracing(command: &Command) {
-    let default = if matches!(command, Command::Run) { "info" } else { "warn" };
+    let default = if matches!(command, Command::Run { .. }) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
@@ -234,12 +245,19 @@ fn load_config(cli: &Cli) -> Result<Config, Exit> {
 /// one-shot commands serve it too on the in-process default driver (there is
 /// no other node to reach); on a shared bus they are plain clients.
 async fn start(cli: &Cli) -> Result<Node, Exit> {
-    let config = load_config(cli)?;
+    start_with(cli, load_config(cli)?, None).await
+}
+
+async fn start_with(cli: &Cli, config: Config, metrics: Option<Arc<Metrics>>) -> Result<Node, Exit> {
     let started = Instant::now();
-    let run = matches!(cli.command, Command::Run);
+    let run = matches!(cli.command, Command::Run { .. });
     let serve = run || config.connections.iter().all(|c| c.driver == "default");
     let watch = run && config.node.watch;
     let builder = crate::node::NodeBuilder::new(config).watch(watch);
+    let builder = match metrics {
+        Some(metrics) => builder.metrics(metrics),
+        None => builder,
+    };
     let builder = if serve { builder } else { builder.client() };
     let (node, report) = builder.start().await.map_err(host)?;
     tracing::info!(
@@ -274,14 +292,54 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Exit> {
 
 async fn run(cli: Cli) -> Result<(), Exit> {
     match &cli.command {
-        Command::Run => {
+        Command::Run { metrics, http } => {
             // Listen before the node says it serves: a SIGTERM right after
             // that line must stop it cleanly, not kill it.
             let shutdown = shutdown_signal();
-            let node = start(&cli).await?;
+            let config = load_config(&cli)?;
+            let drain = config.node.drain;
+            let (metrics, http) = (metrics.or(config.node.metrics), http.or(config.node.http));
+            // The listeners come up first, so probes get `starting` while the
+            // node compiles its handlers.
+            let recorder = Arc::new(Metrics::new(u64::from(crate::node::runtime_options(&config).max_instances)));
+            let ops = Ops::new(recorder.clone());
+            let stop_listening = tokio_util::sync::CancellationToken::new();
+            let mut servers = Vec::new();
+            for (addr, router) in crate::http::routers(&ops, metrics, http) {
+                let server = Server::start(addr, router, stop_listening.clone())
+                    .await
+                    .map_err(|e| host(format!("cannot listen on {addr}: {e}")))?;
+                let what = match (Some(addr) == metrics, Some(addr) == http) {
+                    (true, true) => "metrics, health and the HTTP gateway",
+                    (true, false) => "metrics and health (/metrics, /healthz, /readyz)",
+                    _ => "the HTTP gateway",
+                };
+                tracing::info!("serving {what} on http://{}", server.local_addr());
+                servers.push(server);
+            }
+            let node = start_with(&cli, config, Some(recorder)).await?;
+            ops.attach(node.clone());
             shutdown.await;
-            tracing::info!("stopping: draining in-flight work");
-            node.stop().await;
+            ops.drain();
+            tracing::info!(?drain, "stopping: draining in-flight work");
+            // HTTP requests in progress finish first (they need the node),
+            // then the node stops receiving and finishes its deliveries.
+            stop_listening.cancel();
+            let drained = tokio::time::timeout(drain, async {
+                for server in servers {
+                    if let Err(e) = server.finished().await {
+                        tracing::warn!("an HTTP listener failed: {e}");
+                    }
+                }
+                node.stop().await;
+            })
+            .await;
+            if drained.is_err() {
+                return Err(host(format!(
+                    "the drain time of {} ran out with work still in flight (raise [node] drain)",
+                    humantime::format_duration(drain)
+                )));
+            }
             tracing::info!("stopped");
             Ok(())
         }
@@ -477,6 +535,14 @@ fn check(file: &Path, json: bool) -> Result<(), Exit> {
         println!("  imports {import}");
     }
     Ok(())
+}
+
+/// A listen address: `HOST:PORT`, or `PORT` alone for loopback.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| format!("`{text}` is not HOST:PORT (such as 127.0.0.1:9090) or a port"))
 }
 
 /// Resolves at SIGINT or SIGTERM. The handlers are installed when this is

@@ -9,6 +9,9 @@
 //! handlers = "handlers"     # the handlers folder, relative to this file
 //! cache = ".busbar-cache"   # compiled-artifact cache; default: $XDG_CACHE_HOME/busbar
 //! watch = true              # `busbar run` applies changes of the handlers folder live
+//! metrics = "127.0.0.1:9090" # `busbar run` serves /metrics, /healthz, /readyz here (default: off)
+//! http = "127.0.0.1:8080"    # `busbar run` serves the HTTP gateway here (default: off)
+//! drain = "30s"             # on SIGTERM/SIGINT, how long in-flight work may take to finish
 //!
 //! [handlers]                # defaults for every handler; a NAME.toml sidecar overrides
 //! timeout = "5s"
@@ -76,6 +79,13 @@ pub struct NodeConfig {
     pub cache: Option<PathBuf>,
     /// Whether `busbar run` applies changes of the handlers folder live.
     pub watch: bool,
+    /// Where `busbar run` serves `/metrics`, `/healthz` and `/readyz`; off when `None`.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Where `busbar run` serves the HTTP gateway; off when `None`.
+    pub http: Option<std::net::SocketAddr>,
+    /// How long a stopping node waits for in-flight work.
+    #[serde(with = "serde_units::duration")]
+    pub drain: Duration,
 }
 
 impl Default for NodeConfig {
@@ -86,6 +96,9 @@ impl Default for NodeConfig {
             handlers: "handlers".into(),
             cache: default_cache_dir(),
             watch: true,
+            metrics: None,
+            http: None,
+            drain: Duration::from_secs(30),
         }
     }
 }

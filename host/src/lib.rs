@@ -22,6 +22,9 @@
 //! - [`watch`]: the folder watch (notify), debounced into changed stems.
 //! - [`runtime`]: wasmtime — engine, artifact cache, sandboxed invocations.
 //! - [`stats`]: per-name counters and the discovery listing types.
+//! - [`metrics`]: the node's Prometheus metrics.
+//! - [`http`]: the optional HTTP listeners — `/metrics`, `/healthz`,
+//!   `/readyz`, and the gateway (`POST /call/NAME`, …).
 //! - [`weighted`]: weighted round robin over connections.
 //! - [`toolkit`]: building handlers — the WIT contract, C bindings,
 //!   componentize, `busbar new` scaffolds.
@@ -36,6 +39,8 @@ pub mod driver;
 pub mod failure;
 pub mod gate;
 pub mod handlers;
+pub mod http;
+pub mod metrics;
 pub mod name;
 pub mod node;
 pub mod registry;

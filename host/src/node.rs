@@ -11,6 +11,7 @@ use crate::driver::default::DefaultDriver;
 use crate::driver::{Connection, DeadLetter, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec};
 use crate::failure::{Failure, FailureClass};
 use crate::handlers::{self, Skipped};
+use crate::metrics::Metrics;
 use crate::registry::{Registry, Route, Table};
 use crate::reload::{self, Change, HandlerSet};
 use crate::runtime::{Invoke, Outbound, Runtime, RuntimeOptions};
@@ -69,6 +70,7 @@ struct Core {
     me: Weak<Core>,
     config: Config,
     runtime: Arc<Runtime>,
+    metrics: Arc<Metrics>,
     registry: Registry,
     stats: StatsTable,
     started: SystemTime,
@@ -124,12 +126,14 @@ pub struct NodeBuilder {
     serve: bool,
     /// Whether the node applies changes of its handlers folder live.
     watch: bool,
+    /// Where the node records its metrics (a fresh set if none is given).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl NodeBuilder {
     /// A builder for `config`.
     pub fn new(config: Config) -> Self {
-        Self { config, runtime: None, drivers: HashMap::new(), serve: true, watch: false }
+        Self { config, runtime: None, drivers: HashMap::new(), serve: true, watch: false, metrics: None }
     }
 
     /// Makes a client: it connects and sends, but loads no handlers, serves
@@ -153,6 +157,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Records into `metrics` (shared with an HTTP listener started before
+    /// the node, so that `/metrics` and `/readyz` answer while it loads).
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Uses `driver` for connections whose `driver` key is `name`.
     pub fn driver(mut self, name: &str, driver: Arc<dyn Driver>) -> Self {
         self.drivers.insert(name.into(), driver);
@@ -166,10 +177,12 @@ impl NodeBuilder {
             Some(r) => r,
             None => Arc::new(Runtime::new(&runtime_options(&self.config)).map_err(StartError::Runtime)?),
         };
+        let metrics = self.metrics.unwrap_or_else(|| Arc::new(Metrics::new(u64::from(runtime.pool_size()))));
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
             config: self.config,
             runtime,
+            metrics,
             registry: Registry::default(),
             stats: StatsTable::default(),
             started: SystemTime::now(),
@@ -312,6 +325,7 @@ impl Core {
             }
         }
         self.registry.replace(table);
+        self.metrics.set_handlers(set.len());
         Ok(report)
     }
 
@@ -344,6 +358,7 @@ impl Core {
         }
         let table = self.table(&set, &changed);
         self.switch(table).await;
+        self.metrics.set_handlers(set.len());
         let took = started.elapsed();
         let now = self.registry.snapshot();
         for (stem, change) in &changes {
@@ -353,6 +368,10 @@ impl Core {
                 _ => &self.reloads.applied,
             };
             counter.fetch_add(1, Ordering::Relaxed);
+            match change {
+                Change::Rejected { .. } => self.metrics.record_reloads(0, 1),
+                _ => self.metrics.record_reloads(1, 0),
+            }
             match change {
                 Change::Rejected { .. } => tracing::warn!(handler = %stem, ?took, "handler {change}"),
                 _ => tracing::info!(handler = %stem, ?took, names = ?names_of(&now, stem), "handler {change}"),
@@ -450,11 +469,15 @@ impl Inbound for Core {
         let Some(me) = self.me.upgrade() else {
             return Err(Failure::new(FailureClass::Retry, "the node is shutting down"));
         };
-        let (name, mode, attempt) = (envelope.name.clone(), envelope.mode, envelope.attempt);
+        let (name, mode, attempt, is_final) =
+            (envelope.name.clone(), envelope.mode, envelope.attempt, envelope.is_final);
         let start = Instant::now();
+        let in_flight = self.metrics.start();
         let result = self.run(&route, envelope, me).await;
+        drop(in_flight);
         let elapsed = start.elapsed();
         route.counters.record(elapsed, result.is_err());
+        self.metrics.record(&name, mode, attempt, is_final, elapsed, result.as_ref().map(|_| ()));
         match &result {
             Ok(_) => tracing::debug!(%name, %mode, attempt, version = %route.handler.compiled.version, ?elapsed, "ok"),
             Err(f) => {
@@ -645,6 +668,17 @@ impl Node {
             applied: self.core.reloads.applied.load(Ordering::Relaxed),
             rejected: self.core.reloads.rejected.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether every connection reaches its bus now.
+    pub fn is_connected(&self) -> bool {
+        self.core.outgoing.get().is_some_and(|out| out.connections.iter().all(|c| c.is_connected()))
+    }
+
+    /// The node's metrics in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.core.metrics.set_idle_instances(self.core.runtime.idle_instances());
+        self.core.metrics.render()
     }
 
     /// Stops receiving and closes every connection.

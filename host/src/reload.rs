@@ -23,6 +23,16 @@ pub struct HandlerSet {
 }
 
 impl HandlerSet {
+    /// How many handler files are loaded.
+    pub fn len(&self) -> usize {
+        self.loaded.len()
+    }
+
+    /// Whether no handler file is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.loaded.is_empty()
+    }
+
     /// The handler loaded from `stem`.
     pub fn get(&self, stem: &str) -> Option<&Arc<Loaded>> {
         self.loaded.get(stem)

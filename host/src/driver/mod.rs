@@ -166,4 +166,8 @@ pub trait Connection: Send + Sync {
     async fn replay_dead_letters(&self, name: &str) -> Result<usize, DriverError>;
     /// Deletes the dead letters of service `name`; returns how many.
     async fn drop_dead_letters(&self, name: &str) -> Result<usize, DriverError>;
+    /// Whether the connection reaches its bus now (an in-process bus always does).
+    fn is_connected(&self) -> bool {
+        true
+    }
 }

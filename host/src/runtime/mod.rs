@@ -141,6 +141,7 @@ pub struct Runtime {
     linker: Linker<Sandbox>,
     cache: Option<ArtifactCache>,
     idle_budget: Arc<Budget>,
+    pool_size: u32,
     _ticker: EpochTicker,
 }
 
@@ -223,7 +224,7 @@ impl Runtime {
         let ticker = EpochTicker::start(&engine)?;
         // At most a quarter of the pool waits idle in reused instances.
         let idle_budget = Budget::new(options.max_instances as usize / 4);
-        Ok(Self { engine, linker, cache, idle_budget, _ticker: ticker })
+        Ok(Self { engine, linker, cache, idle_budget, pool_size: options.max_instances, _ticker: ticker })
     }
 
     /// Validates, compiles (or loads from the cache) and pre-instantiates a
@@ -286,6 +287,16 @@ impl Runtime {
             message,
             idle: Idle::new(self.idle_budget.clone()),
         })
+    }
+
+    /// How many instances may exist at once across all handlers (the pool's size).
+    pub fn pool_size(&self) -> u32 {
+        self.pool_size
+    }
+
+    /// How many instances wait warm for reuse now (each holds a pool slot).
+    pub fn idle_instances(&self) -> usize {
+        self.idle_budget.idle()
     }
 
     /// Reads and loads a handler file.

@@ -40,6 +40,11 @@ impl Budget {
         Arc::new(Self { idle: AtomicUsize::new(0), cap })
     }
 
+    /// Idle instances now.
+    pub(crate) fn idle(&self) -> usize {
+        self.idle.load(Ordering::Acquire)
+    }
+
     fn reserve(&self) -> bool {
         self.idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.cap).then_some(n + 1)).is_ok()
     }

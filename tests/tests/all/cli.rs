@@ -157,3 +157,59 @@ fn run_serves_until_sigterm_then_stops_cleanly() {
     assert_eq!(exit.code(), Some(0), "{rest:?}");
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
 }
+
+/// A free loopback port (the OS picks one; it is free again once dropped).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_under_load_drains_every_in_flight_call() {
+    const CALLS: usize = 6;
+    let folder = Folder::with(&["slow"]);
+    let port = free_port().to_string();
+    let mut child = command(&folder, &["run", "--http", &port, "--metrics", &port])
+        .env("RUST_LOG", "busbar=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("busbar runs");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let ready = busbar_tests::support::eventually(Duration::from_secs(30), async || {
+        client.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(ready, "the node never became ready");
+
+    let calls: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let response = client.post(format!("{url}/call/slow")).body("800").send().await.expect("answered");
+                (response.status().as_u16(), response.text().await.unwrap_or_default())
+            })
+        })
+        .collect();
+    let in_flight = busbar_tests::support::eventually(Duration::from_secs(10), async || {
+        let Ok(response) = client.get(format!("{url}/metrics")).send().await else { return false };
+        let text = response.text().await.unwrap_or_default();
+        text.lines().any(|l| l == format!("busbar_invocations_in_flight {CALLS}"))
+    })
+    .await;
+    assert!(in_flight, "the calls never all ran at once");
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+    assert!(status.success());
+    for call in calls {
+        assert_eq!(call.await.unwrap(), (200, "worked 800 ms".to_string()));
+    }
+    let exit = child.wait().expect("busbar exits");
+    let log = log.join().expect("log read");
+    assert_eq!(exit.code(), Some(0), "{log:#?}");
+    assert!(
+        log.iter().any(|l| l.contains("draining")) && log.last().is_some_and(|l| l.contains("stopped")),
+        "{log:#?}"
+    );
+}

@@ -13,6 +13,7 @@ mod limits;
 mod nats;
 mod nats_interop;
 mod nats_reload;
+mod ops;
 mod reload;
 mod retries;
 mod sandbox;

@@ -423,6 +423,10 @@ fn publish_failure(what: &str, error: async_nats::PublishError) -> Failure {
 
 #[async_trait::async_trait]
 impl Connection for NatsConnection {
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     async fn start(&self) -> Result<(), DriverError> {
         let me = self.me()?;
         if self.started.swap(true, Ordering::SeqCst) {
