@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     if std::env::args().nth(1).as_deref() == Some("--as-busbar") {
         let cli =
             busbar::cli::Cli::from_arguments(std::iter::once("busbar".to_string()).chain(std::env::args().skip(2)));
-        busbar::cli::init_tracing(&cli.command);
+        busbar::cli::init_tracing(&cli);
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         return Ok(rt.block_on(busbar::cli::main(cli)));
     }

@@ -28,6 +28,9 @@ pub struct Cli {
     /// The handlers folder (overrides `node.handlers`).
     #[arg(long = "handlers", global = true, value_name = "DIR")]
     pub handlers: Option<PathBuf>,
+    /// How log lines are written (stderr); the level comes from RUST_LOG.
+    #[arg(long, global = true, value_enum, env = "BUSBAR_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -47,6 +50,15 @@ impl Cli {
     {
         Self::parse_from(args)
     }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// The commands.
@@ -222,11 +234,18 @@ pub async fn main(cli: Cli) -> ExitCode {
 
 /// Sets up logging: `RUST_LOG` wins; otherwise `info` for `run`, `warn` for
 /// one-shot commands so their stdout stays the reply alone.
-pub fn init_tracing(command: &Command) {
-    let default = if matches!(command, Command::Run { .. }) { "info" } else { "warn" };
+/// In JSON, each line is one object with the event's fields, its message,
+/// and the fields of the spans it happened in (`span`, `spans`): an
+/// invocation's name, mode, attempt, version, trace id and outcome.
+pub fn init_tracing(cli: &Cli) {
+    let default = if matches!(cli.command, Command::Run { .. }) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cli.log_format {
+        LogFormat::Text => subscriber.try_init(),
+        LogFormat::Json => subscriber.json().with_current_span(true).with_span_list(true).try_init(),
+    };
 }
 
 fn load_config(cli: &Cli) -> Result<Config, Exit> {

@@ -23,6 +23,7 @@
 //! - [`runtime`]: wasmtime — engine, artifact cache, sandboxed invocations.
 //! - [`stats`]: per-name counters and the discovery listing types.
 //! - [`metrics`]: the node's Prometheus metrics.
+//! - [`trace`]: W3C trace context from caller to handler and on.
 //! - [`http`]: the optional HTTP listeners — `/metrics`, `/healthz`,
 //!   `/readyz`, and the gateway (`POST /call/NAME`, …).
 //! - [`weighted`]: weighted round robin over connections.
@@ -48,6 +49,7 @@ pub mod reload;
 pub mod runtime;
 pub mod stats;
 pub mod toolkit;
+pub mod trace;
 pub mod units;
 pub mod watch;
 pub mod weighted;

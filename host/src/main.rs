@@ -3,7 +3,7 @@
 
 fn main() -> std::process::ExitCode {
     let cli = busbar::cli::Cli::from_args();
-    busbar::cli::init_tracing(&cli.command);
+    busbar::cli::init_tracing(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

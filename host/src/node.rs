@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
+use tracing::Instrument as _;
 
 /// A problem starting a node.
 #[derive(Debug, thiserror::Error)]
@@ -469,20 +470,37 @@ impl Inbound for Core {
         let Some(me) = self.me.upgrade() else {
             return Err(Failure::new(FailureClass::Retry, "the node is shutting down"));
         };
+        let mut envelope = envelope;
         let (name, mode, attempt, is_final) =
             (envelope.name.clone(), envelope.mode, envelope.attempt, envelope.is_final);
+        let trace = crate::trace::enter(&mut envelope.headers);
+        let version = &route.handler.compiled.version;
+        // One span per invocation; the guest's log lines are written inside it.
+        let span = tracing::info_span!(
+            "invocation",
+            %name,
+            %mode,
+            attempt,
+            %version,
+            trace_id = %trace.trace_id_hex(),
+            span_id = %format_args!("{:016x}", trace.span_id),
+            outcome = tracing::field::Empty,
+            duration_us = tracing::field::Empty,
+        );
         let start = Instant::now();
         let in_flight = self.metrics.start();
-        let result = self.run(&route, envelope, me).await;
+        let result = self.run(&route, envelope, me).instrument(span.clone()).await;
         drop(in_flight);
         let elapsed = start.elapsed();
         route.counters.record(elapsed, result.is_err());
         self.metrics.record(&name, mode, attempt, is_final, elapsed, result.as_ref().map(|_| ()));
+        let outcome = result.as_ref().map_or_else(|f| f.class.as_str(), |_| "ok");
+        span.record("outcome", outcome);
+        span.record("duration_us", u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+        let _entered = span.enter();
         match &result {
-            Ok(_) => tracing::debug!(%name, %mode, attempt, version = %route.handler.compiled.version, ?elapsed, "ok"),
-            Err(f) => {
-                tracing::info!(%name, %mode, attempt, version = %route.handler.compiled.version, ?elapsed, class = %f.class, "failed: {}", f.message)
-            }
+            Ok(_) => tracing::debug!(outcome, ?elapsed, "invocation ok"),
+            Err(f) => tracing::info!(outcome, ?elapsed, "invocation failed: {}", f.message),
         }
         result
     }

@@ -318,7 +318,8 @@ impl Runtime {
             (true, None, _) => return Err(not_exported(&handler, "service")),
             (false, _, None) => return Err(not_exported(&handler, "message")),
         };
-        let scope = Scope { deadline, depth: envelope.depth(), max_depth, max_calls, outbound };
+        let trace = crate::trace::propagate(&envelope.headers).collect();
+        let scope = Scope { deadline, depth: envelope.depth(), max_depth, max_calls, outbound, trace };
         let warm = match reuse {
             0 => {
                 compiled.idle.clear();

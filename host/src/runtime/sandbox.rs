@@ -43,6 +43,8 @@ pub(crate) struct Scope {
     pub(crate) max_calls: u32,
     /// Where nested deliveries go.
     pub(crate) outbound: Arc<dyn Outbound>,
+    /// The trace headers nested deliveries carry (the invocation as their parent).
+    pub(crate) trace: Headers,
 }
 
 /// The data of a handler's store.
@@ -92,7 +94,7 @@ impl Sandbox {
         payload: Vec<u8>,
         timeout: Option<u64>,
     ) -> Result<Vec<u8>, types::BusError> {
-        let Scope { deadline, depth, max_depth, max_calls, ref outbound } = self.scope;
+        let Scope { deadline, depth, max_depth, max_calls, ref outbound, ref trace } = self.scope;
         if self.calls >= max_calls {
             return Err(types::BusError {
                 class: types::ErrorClass::Denied,
@@ -112,7 +114,8 @@ impl Sandbox {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = timeout.map_or(left, |ms| Duration::from_millis(ms).min(left));
-        let headers = vec![(DEPTH_HEADER.to_string(), (depth + 1).to_string())];
+        let mut headers = trace.clone();
+        headers.push((DEPTH_HEADER.to_string(), (depth + 1).to_string()));
         outbound.send(mode, &name, payload, headers, timeout).await.map_err(Into::into)
     }
 }

@@ -18,3 +18,4 @@ mod reload;
 mod retries;
 mod sandbox;
 mod scaffold;
+mod trace_context;

@@ -340,3 +340,18 @@ async fn an_oversize_payload_is_refused_as_invalid_not_a_hang() {
     assert!(started.elapsed() < SECOND, "refused only after {:?}", started.elapsed());
     assert_eq!(client.call("echo", b"small".to_vec(), SECOND).await, Ok(b"small".to_vec()), "the connection survives");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_context_travels_in_nats_headers_to_the_handler_and_on() {
+    use crate::trace_context::{CALLER, greet_calling_whoami, seen_span};
+    let server = NatsServer::start();
+    let (_node, _) = start_nats(&server.url(), &greet_calling_whoami(), "a", "", "").await;
+    let busbar = nats_client(&server.url()).await;
+    let headers = vec![("traceparent".to_string(), CALLER.to_string())];
+    let reply = busbar.call_with("greet", b"x".to_vec(), headers, SECOND).await.expect("greet answers");
+    // greet's call to `echo` went out over NATS too (the node sends through its connection).
+    let seen = seen_span(reply.strip_prefix(b"hello, ").expect("greet's reply"));
+    let caller = busbar::trace::SpanContext::parse(CALLER).unwrap();
+    assert_eq!(seen.trace_id, caller.trace_id);
+    assert_ne!(seen.span_id, caller.span_id);
+}

@@ -1,0 +1,158 @@
+//! W3C Trace Context (`traceparent`, `tracestate`) across the bus: each
+//! invocation is a span of the caller's trace (or the root of a new one), the
+//! guest sees that span in its context headers, and the deliveries it makes
+//! through the `bus` import carry it on as their parent.
+//!
+//! `traceparent` is `00-<trace-id: 32 hex>-<parent-id: 16 hex>-<flags: 2 hex>`
+//! (<https://www.w3.org/TR/trace-context/>); `tracestate` travels unchanged.
+
+use crate::delivery::{Headers, header, set_header};
+use std::fmt;
+
+/// The header naming the trace and the parent span.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// The vendor-specific trace state, carried on unchanged.
+pub const TRACESTATE: &str = "tracestate";
+
+/// One span's place in a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanContext {
+    /// The trace, shared by every span of it.
+    pub trace_id: u128,
+    /// This span.
+    pub span_id: u64,
+    /// Trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+impl SpanContext {
+    /// Parses a `traceparent` value; `None` for anything the spec says to
+    /// ignore (bad shape, all-zero ids, version `ff`).
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.trim().split('-');
+        let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex =
+            |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2) {
+            return None;
+        }
+        // Version 00 has exactly four fields; later versions may add more.
+        if version == "00" && parts.next().is_some() {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|&t| t != 0)?;
+        let span_id = u64::from_str_radix(parent, 16).ok().filter(|&s| s != 0)?;
+        Some(Self { trace_id, span_id, flags: u8::from_str_radix(flags, 16).ok()? })
+    }
+
+    /// A span of its own for an invocation whose caller sent `parent` (or
+    /// the root of a new, sampled trace when it sent none).
+    pub fn child_of(parent: Option<SpanContext>) -> Self {
+        match parent {
+            Some(p) => Self { trace_id: p.trace_id, span_id: random_nonzero_u64(), flags: p.flags },
+            None => Self {
+                trace_id: (u128::from(random_nonzero_u64()) << 64) | u128::from(random_nonzero_u64()),
+                span_id: random_nonzero_u64(),
+                flags: 1,
+            },
+        }
+    }
+
+    /// The trace id as 32 lowercase hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+}
+
+impl fmt::Display for SpanContext {
+    /// The `traceparent` value naming this span as the parent.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+    }
+}
+
+/// Starts the span of an invocation delivered with `headers`: its context,
+/// which replaces the caller's `traceparent` in `headers` (what the guest sees).
+pub fn enter(headers: &mut Headers) -> SpanContext {
+    let span = SpanContext::child_of(header(headers, TRACEPARENT).and_then(SpanContext::parse));
+    set_header(headers, TRACEPARENT, span.to_string());
+    span
+}
+
+/// The trace headers a delivery made from inside the invocation with
+/// `headers` carries on: its `traceparent` (the invocation as parent) and
+/// `tracestate`.
+pub fn propagate(headers: &Headers) -> impl Iterator<Item = (String, String)> + '_ {
+    [TRACEPARENT, TRACESTATE]
+        .into_iter()
+        .filter_map(|name| Some((name.to_string(), header(headers, name)?.to_string())))
+}
+
+fn random_nonzero_u64() -> u64 {
+    loop {
+        // The OS's randomness; if it ever fails, a hash of the time and a
+        // counter still gives distinct ids.
+        let n = getrandom::u64().unwrap_or_else(|_| fallback_random());
+        if n != 0 {
+            return n;
+        }
+    }
+}
+
+fn fallback_random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn parses_and_prints_the_spec_example() {
+        let span = SpanContext::parse(EXAMPLE).unwrap();
+        assert_eq!(span.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(span.span_id, 0x00f0_67aa_0ba9_02b7);
+        assert_eq!(span.to_string(), EXAMPLE);
+    }
+
+    #[test]
+    fn refuses_what_the_spec_says_to_ignore() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert_eq!(SpanContext::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_invocation_continues_the_callers_trace_with_a_span_of_its_own() {
+        let mut headers = vec![(TRACEPARENT.into(), EXAMPLE.into()), (TRACESTATE.into(), "k=v".into())];
+        let span = enter(&mut headers);
+        let caller = SpanContext::parse(EXAMPLE).unwrap();
+        assert_eq!((span.trace_id, span.flags), (caller.trace_id, caller.flags));
+        assert_ne!(span.span_id, caller.span_id);
+        let carried: Vec<_> = propagate(&headers).collect();
+        assert_eq!(carried, [(TRACEPARENT.into(), span.to_string()), (TRACESTATE.into(), "k=v".into())]);
+    }
+
+    #[test]
+    fn without_a_caller_trace_a_new_one_starts() {
+        let mut headers = vec![(TRACEPARENT.into(), "garbage".into())];
+        let a = enter(&mut headers);
+        let b = SpanContext::child_of(None);
+        assert_ne!(a.trace_id, b.trace_id);
+        assert_eq!(SpanContext::parse(header(&headers, TRACEPARENT).unwrap()), Some(a));
+    }
+}
