@@ -144,6 +144,12 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         sdk: Option<PathBuf>,
     },
+    /// Validate a config file and print the effective configuration.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Tools for building handlers: the WIT contract, C bindings, componentize.
     Guest {
         /// What to do.
@@ -158,6 +164,18 @@ pub enum Command {
         /// Print JSON (for `list`).
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `busbar config` actions.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate FILE (default: --config, else ./busbar.toml, else the defaults) and print
+    /// the configuration a node would run with: defaults filled in, paths resolved,
+    /// environment overrides applied, secrets hidden.
+    Check {
+        /// The config file.
+        file: Option<PathBuf>,
     },
 }
 
@@ -435,6 +453,24 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Guest { action } => guest(action).map_err(|e| host(format!("{e:#}"))),
+        Command::Config { action: ConfigAction::Check { file } } => {
+            let (config, source) = match file {
+                Some(path) => (Config::load(path).map_err(host)?, path.display().to_string()),
+                None => {
+                    let source = match &cli.config {
+                        Some(path) => path.display().to_string(),
+                        None if Path::new("busbar.toml").exists() => "busbar.toml".into(),
+                        None => "<defaults>".into(),
+                    };
+                    (load_config(&cli)?, source)
+                }
+            };
+            let text = toml::to_string_pretty(&config.redacted()).map_err(host)?;
+            println!("# {source}: valid. The configuration a node runs with (defaults filled in,");
+            println!("# paths resolved, environment overrides applied, secrets hidden):\n");
+            print!("{text}");
+            Ok(())
+        }
         Command::DeadLetters { action, json } => match action {
             None | Some(DeadLetterAction::List) => {
                 let letters = on_the_bus(&cli, async |node| node.dead_letters().await).await?;

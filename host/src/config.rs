@@ -222,11 +222,34 @@ impl Config {
     }
 
     /// Parses config text that came from `file` (used in error messages and
-    /// to resolve relative paths).
+    /// to resolve relative paths), then applies the [`SECRET_KEYS`]
+    /// overrides from the environment.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        Self::parse_with_env(text, file, |key| std::env::var(key).ok())
+    }
+
+    /// [`Config::parse`] with the environment given as a lookup function.
+    pub fn parse_with_env(text: &str, file: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::new(file, e.to_string()))?;
         let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        Self::resolve(raw, file, base)
+        let mut config = Self::resolve(raw, file, base)?;
+        for conn in &mut config.connections {
+            apply_secret_overrides(conn, &env);
+        }
+        Ok(config)
+    }
+
+    /// The config with secret settings replaced by `***`, for printing.
+    pub fn redacted(&self) -> Self {
+        let mut config = self.clone();
+        for conn in &mut config.connections {
+            for key in ["token", "password"] {
+                if let Some(value) = conn.setting.get_mut(key) {
+                    *value = toml::Value::String("***".into());
+                }
+            }
+        }
+        config
     }
 
     fn resolve(raw: RawConfig, file: &Path, base: &Path) -> Result<Self, ConfigError> {
@@ -317,6 +340,35 @@ fn connection(
     })
 }
 
+/// The `setting` keys of a `nats` connection that the environment may set,
+/// so that secrets stay out of config files: `BUSBAR_BUS_<KEY>` for every
+/// connection, `BUSBAR_BUS_<NAME>_<KEY>` for `[bus.NAME]` (which wins), with
+/// the key and name in upper case and `-` or `.` as `_`.
+pub const SECRET_KEYS: [&str; 5] = ["url", "token", "user", "password", "credentials"];
+
+/// The environment variable that sets `key` for connection `connection`
+/// (`None`: for every connection).
+pub fn secret_env_var(connection: Option<&str>, key: &str) -> String {
+    let upper = |s: &str| s.to_ascii_uppercase().replace(['-', '.'], "_");
+    match connection {
+        Some(name) => format!("BUSBAR_BUS_{}_{}", upper(name), upper(key)),
+        None => format!("BUSBAR_BUS_{}", upper(key)),
+    }
+}
+
+fn apply_secret_overrides(conn: &mut ConnectionConfig, env: &impl Fn(&str) -> Option<String>) {
+    if conn.driver != "nats" {
+        return;
+    }
+    for key in SECRET_KEYS {
+        let named = (conn.name != "default").then(|| secret_env_var(Some(&conn.name), key));
+        let value = named.and_then(|var| env(&var)).or_else(|| env(&secret_env_var(None, key)));
+        if let Some(value) = value {
+            conn.setting.insert(key.to_string(), toml::Value::String(value));
+        }
+    }
+}
+
 fn suffix(name: &str) -> String {
     if name == "default" { String::new() } else { format!(".{name}") }
 }
@@ -371,6 +423,31 @@ mod tests {
         let by_name = |n: &str| c.connections.iter().find(|c| c.name == n).expect("present").clone();
         assert_eq!((by_name("east").group, by_name("east").weight), ("g".into(), 3));
         assert_eq!((by_name("west").group, by_name("west").weight), ("w".into(), 1));
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_a_named_connection_wins() {
+        let env = |key: &str| match key {
+            "BUSBAR_BUS_PASSWORD" => Some("everyone".to_string()),
+            "BUSBAR_BUS_EAST_PASSWORD" => Some("east only".to_string()),
+            "BUSBAR_BUS_TOKEN" => Some("t".to_string()),
+            _ => None,
+        };
+        let text = "[bus]\ndriver = \"nats\"\nsetting = { user = \"u\", password = \"in the file\" }\n[bus.east]\n[bus.west]\n";
+        let c = Config::parse_with_env(text, Path::new("node.toml"), env).expect("valid");
+        let setting = |n: &str| c.connections.iter().find(|c| c.name == n).expect("present").setting.clone();
+        assert_eq!(setting("east")["password"].as_str(), Some("east only"));
+        assert_eq!(setting("west")["password"].as_str(), Some("everyone"));
+        assert_eq!(setting("west")["user"].as_str(), Some("u"), "the file's other settings stay");
+        assert_eq!(setting("west")["token"].as_str(), Some("t"));
+        let printed = toml::to_string(&c.redacted()).expect("serializes");
+        assert!(
+            !printed.contains("everyone") && !printed.contains("east only") && printed.contains("***"),
+            "{printed}"
+        );
+        // The default driver takes no settings: the environment leaves it alone.
+        let c = Config::parse_with_env("", Path::new("node.toml"), env).expect("valid");
+        assert!(c.connections[0].setting.is_empty());
     }
 
     #[test]

@@ -213,3 +213,29 @@ async fn sigterm_under_load_drains_every_in_flight_call() {
         "{log:#?}"
     );
 }
+
+#[test]
+fn config_check_prints_the_effective_config_with_secrets_hidden() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, "[node]\nproject = \"shop\"\n[bus]\ndriver = \"nats\"\nsetting = { user = \"svc\" }\n")
+        .unwrap();
+    let folder = Folder::with(&[]);
+    let out = command(&folder, &["config", "check", path.to_str().unwrap()])
+        .env("BUSBAR_BUS_PASSWORD", "from-the-environment")
+        .output()
+        .expect("busbar runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let printed: toml::Table = toml::from_str(&text).expect("the output is TOML");
+    assert_eq!(printed["node"]["project"].as_str(), Some("shop"));
+    assert_eq!(printed["handlers"]["timeout"].as_str(), Some("5s"), "defaults are filled in");
+    let setting = &printed["connections"][0]["setting"];
+    assert_eq!((setting["user"].as_str(), setting["password"].as_str()), (Some("svc"), Some("***")));
+    assert!(!text.contains("from-the-environment"), "{text}");
+
+    std::fs::write(&path, "[handlers]\ntimeuot = \"1s\"\n").unwrap();
+    let out = busbar(&folder, &["config", "check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("timeuot") && stderr(&out).contains("node.toml"), "{}", stderr(&out));
+}

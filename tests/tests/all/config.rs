@@ -1,9 +1,10 @@
 //! Bad configuration is an error that names the key and the file, before
-//! anything starts.
+//! anything starts; the README documents exactly the keys the parser takes.
 
 use busbar::Config;
 use busbar::driver::default::DefaultDriver;
 use busbar_tests::support::Folder;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 #[test]
@@ -41,4 +42,41 @@ async fn a_missing_handlers_folder_says_what_to_do() {
         .err()
         .expect("refused");
     assert!(error.to_string().contains("/nonexistent/handlers"), "{error}");
+}
+
+/// The keys the real parser takes in `[section]`, from its own refusal of an
+/// unknown key (serde lists the fields it expected; `[bus]` lists its keys).
+fn parser_keys(section: &str) -> BTreeSet<String> {
+    let probe = format!("[{section}]\n__probe__ = 0\n");
+    let error = Config::parse(&probe, std::path::Path::new("probe.toml")).unwrap_err().to_string();
+    let list = match (error.split_once("expected one of "), error.split_once(" takes ")) {
+        (Some((_, fields)), _) => fields.to_string(),
+        (None, Some((_, keys))) => keys.split(" or named").next().unwrap_or_default().to_string(),
+        (None, None) => panic!("the parser did not list its keys: {error}"),
+    };
+    list.split(", ").map(|k| k.trim().trim_matches('`').to_string()).collect()
+}
+
+/// The keys of `[section]` in the README's configuration reference table.
+fn documented_keys(section: &str) -> BTreeSet<String> {
+    let readme = std::fs::read_to_string(busbar_tests::support::repo().join("README.md")).unwrap();
+    let table = readme.split("## Configuration reference").nth(1).expect("the section").split("\n## ").next().unwrap();
+    let prefix = format!("| `[{section}] ");
+    table
+        .lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .flat_map(|rest| {
+            let cell = rest.split(" |").next().unwrap_or_default();
+            cell.split(", ").map(|k| k.trim_matches('`').to_string()).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_reference_table_documents_exactly_the_keys_the_parser_takes() {
+    for section in ["node", "handlers", "bus"] {
+        let parser = parser_keys(section);
+        assert!(parser.len() >= 5, "[{section}]: {parser:?}");
+        assert_eq!(documented_keys(section), parser, "[{section}]: README table vs parser");
+    }
 }
