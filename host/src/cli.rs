@@ -290,7 +290,9 @@ async fn start_with(cli: &Cli, config: Config, metrics: Option<Arc<Metrics>>) ->
     let run = matches!(cli.command, Command::Run { .. });
     let serve = run || config.connections.iter().all(|c| c.driver == "default");
     let watch = run && config.node.watch;
-    let builder = crate::node::NodeBuilder::new(config).watch(watch);
+    let bar = run && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let display = if bar { crate::progress::Display::Bar } else { crate::progress::Display::Lines };
+    let builder = crate::node::NodeBuilder::new(config).watch(watch).progress(display);
     let builder = match metrics {
         Some(metrics) => builder.metrics(metrics),
         None => builder,

@@ -19,6 +19,7 @@
 //! - [`gate`]: admission to a handler — concurrency, bounded queue, `overloaded`.
 //! - [`registry`]: which handler serves which name (a table swapped whole).
 //! - [`reload`]: the handler set and how a change of the folder updates it.
+//! - [`progress`]: the start-up progress (a bar on a terminal, log lines otherwise).
 //! - [`watch`]: the folder watch (notify), debounced into changed stems.
 //! - [`runtime`]: wasmtime — engine, artifact cache, sandboxed invocations.
 //! - [`stats`]: per-name counters and the discovery listing types.
@@ -44,6 +45,7 @@ pub mod http;
 pub mod metrics;
 pub mod name;
 pub mod node;
+pub mod progress;
 pub mod registry;
 pub mod reload;
 pub mod runtime;

@@ -12,6 +12,7 @@ use crate::driver::{Connection, DeadLetter, Driver, DriverError, Fanout, Inbound
 use crate::failure::{Failure, FailureClass};
 use crate::handlers::{self, Skipped};
 use crate::metrics::Metrics;
+use crate::progress::{self, Progress};
 use crate::registry::{Registry, Route, Table};
 use crate::reload::{self, Change, HandlerSet};
 use crate::runtime::{Invoke, Outbound, Runtime, RuntimeOptions};
@@ -72,6 +73,8 @@ struct Core {
     config: Config,
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
+    /// How the start-up load shows its progress.
+    progress: progress::Display,
     registry: Registry,
     stats: StatsTable,
     started: SystemTime,
@@ -129,12 +132,22 @@ pub struct NodeBuilder {
     watch: bool,
     /// Where the node records its metrics (a fresh set if none is given).
     metrics: Option<Arc<Metrics>>,
+    /// How the start-up load shows its progress.
+    progress: progress::Display,
 }
 
 impl NodeBuilder {
     /// A builder for `config`.
     pub fn new(config: Config) -> Self {
-        Self { config, runtime: None, drivers: HashMap::new(), serve: true, watch: false, metrics: None }
+        Self {
+            config,
+            runtime: None,
+            drivers: HashMap::new(),
+            serve: true,
+            watch: false,
+            metrics: None,
+            progress: progress::Display::default(),
+        }
     }
 
     /// Makes a client: it connects and sends, but loads no handlers, serves
@@ -165,6 +178,13 @@ impl NodeBuilder {
         self
     }
 
+    /// How loading the handlers folder at start shows its progress (log
+    /// lines by default; `busbar run` draws a bar when stderr is a terminal).
+    pub fn progress(mut self, display: progress::Display) -> Self {
+        self.progress = display;
+        self
+    }
+
     /// Uses `driver` for connections whose `driver` key is `name`.
     pub fn driver(mut self, name: &str, driver: Arc<dyn Driver>) -> Self {
         self.drivers.insert(name.into(), driver);
@@ -184,6 +204,7 @@ impl NodeBuilder {
             config: self.config,
             runtime,
             metrics,
+            progress: self.progress,
             registry: Registry::default(),
             stats: StatsTable::default(),
             started: SystemTime::now(),
@@ -305,7 +326,10 @@ impl Core {
         let stems =
             handlers::stems(dir).map_err(|source| StartError::Folder { path: dir.display().to_string(), source })?;
         let mut set = self.handlers.blocking_lock();
-        let changes = reload::apply(&self.runtime, dir, &self.config.handlers, &mut set, &stems);
+        let progress = Progress::start(stems.len(), self.progress);
+        let changes =
+            reload::apply(&self.runtime, dir, &self.config.handlers, &mut set, &stems, &|stem| progress.step(stem));
+        drop(progress);
         let table = self.table(&set, &[]);
         let mut report = LoadReport::default();
         for (stem, change) in changes {
@@ -340,7 +364,7 @@ impl Core {
             (self.runtime.clone(), self.config.node.handlers.clone(), self.config.handlers.clone());
         let mut working = set.clone();
         let applied = tokio::task::spawn_blocking(move || {
-            let changes = reload::apply(&runtime, &dir, &defaults, &mut working, &stems);
+            let changes = reload::apply(&runtime, &dir, &defaults, &mut working, &stems, &|_| {});
             (changes, working)
         })
         .await;

@@ -181,24 +181,22 @@ fn examine(
 }
 
 /// Re-reads `stems` of `dir` (in parallel over the machine's cores) and
-/// updates `set`; returns each stem's change, in `stems` order.
+/// updates `set`; returns each stem's change, in `stems` order. `progress`
+/// hears of each stem as it is done.
 pub fn apply(
     runtime: &Runtime,
     dir: &Path,
     defaults: &HandlerDefaults,
     set: &mut HandlerSet,
     stems: &[String],
+    progress: &(dyn Fn(&str) + Sync),
 ) -> Vec<(String, Change)> {
     let examined = parallel(stems, |stem| {
-        let wasm = Wasm::read(&dir.join(format!("{stem}.wasm")));
-        let seen = fingerprint(dir, stem, &wasm);
-        if set.rejected.get(stem) == Some(&seen) {
-            // The very files rejected last time: nothing new to say.
-            return (Change::Unchanged, set.get(stem).cloned(), seen);
-        }
-        let (change, kept) = examine(runtime, dir, defaults, stem, set.get(stem), wasm);
-        (change, kept, seen)
+        let result = examine_stem(runtime, dir, defaults, set, stem);
+        progress(stem);
+        result
     });
+
     stems
         .iter()
         .zip(examined)
@@ -215,6 +213,24 @@ pub fn apply(
             (stem.clone(), change)
         })
         .collect()
+}
+
+/// One stem's change, the handler to keep for it, and the fingerprint of its files.
+fn examine_stem(
+    runtime: &Runtime,
+    dir: &Path,
+    defaults: &HandlerDefaults,
+    set: &HandlerSet,
+    stem: &str,
+) -> (Change, Option<Arc<Loaded>>, String) {
+    let wasm = Wasm::read(&dir.join(format!("{stem}.wasm")));
+    let seen = fingerprint(dir, stem, &wasm);
+    if set.rejected.get(stem) == Some(&seen) {
+        // The very files rejected last time: nothing new to say.
+        return (Change::Unchanged, set.get(stem).cloned(), seen);
+    }
+    let (change, kept) = examine(runtime, dir, defaults, stem, set.get(stem), wasm);
+    (change, kept, seen)
 }
 
 /// `f` over `items`, on as many threads as the machine has cores.

@@ -5,7 +5,7 @@
 use busbar::driver::default::DefaultDriver;
 use busbar::runtime::{Runtime, RuntimeOptions};
 use busbar::{Config, NodeBuilder};
-use busbar_tests::support::{Folder, guest, start, start_on, wrong_world_guest};
+use busbar_tests::support::{Folder, capture_logs, guest, start, start_on, wrong_world_guest};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,4 +95,20 @@ async fn the_second_start_loads_compiled_artifacts_from_the_cache() {
         reports.push(report);
     }
     assert_eq!((reports[0].cached, reports[1].cached), (0, 3));
+}
+
+#[tokio::test]
+async fn loading_a_large_folder_reports_its_progress_in_plain_lines() {
+    let logs = capture_logs();
+    let folder = Folder::with(&[]);
+    for i in 0..23 {
+        folder.add("echo", &format!("progress{i:02}"));
+    }
+    let node = start(&folder).await;
+    assert_eq!(node.call("progress22", b"x".to_vec(), SECOND).await, Ok(b"x".to_vec()));
+    let text = logs.contents();
+    assert!(text.contains("loading 23 handlers"), "{text}");
+    let steps: Vec<&str> = text.lines().filter(|l| l.contains(" of 23 handlers")).collect();
+    assert_eq!(steps.len(), 10, "one line per tenth: {steps:#?}");
+    assert!(steps.last().is_some_and(|l| l.contains("loaded 23 of 23 handlers")), "{steps:#?}");
 }
