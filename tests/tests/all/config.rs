@@ -80,3 +80,29 @@ fn the_readme_reference_table_documents_exactly_the_keys_the_parser_takes() {
         assert_eq!(documented_keys(section), parser, "[{section}]: README table vs parser");
     }
 }
+
+#[test]
+fn the_example_production_config_is_valid() {
+    let path = busbar_tests::support::repo().join("deploy/busbar.toml");
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.connections[0].driver, "nats");
+    assert!(config.node.metrics.is_some_and(|a| a.ip().is_loopback()), "metrics stay on loopback");
+}
+
+/// `systemd-analyze verify` on the unit, with `ExecStart` pointing at the
+/// binary under test; it prints nothing for a unit it fully understands.
+#[test]
+fn the_systemd_unit_verifies_cleanly() {
+    let Ok(version) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
+        panic!("systemd-analyze is missing (Debian: systemd); it checks deploy/busbar.service");
+    };
+    assert!(version.status.success());
+    let unit = std::fs::read_to_string(busbar_tests::support::repo().join("deploy/busbar.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/busbar "), "the unit runs the installed binary");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("busbar.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/busbar", env!("CARGO_BIN_EXE_busbar"))).unwrap();
+    let out = std::process::Command::new("systemd-analyze").arg("verify").arg(&copy).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+}
