@@ -14,7 +14,7 @@
 //! listeners start before the node has loaded its handlers, so that probes
 //! get answers while it starts; [`Ops`] is the state they share with it.
 
-use crate::delivery::Headers;
+use crate::delivery::{Headers, Mode};
 use crate::failure::{Failure, FailureClass};
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -101,9 +101,24 @@ pub fn ops_routes() -> Router<Arc<Ops>> {
 pub fn gateway_routes() -> Router<Arc<Ops>> {
     Router::new()
         .route("/call/{name}", post(call))
-        .route("/dispatch/{name}", post(dispatch))
-        .route("/broadcast/{name}", post(broadcast))
-        .route("/rolecast/{name}", post(rolecast))
+        .route(
+            "/dispatch/{name}",
+            post(async |State(ops): State<Arc<Ops>>, Path(name): Path<String>, body: Bytes| {
+                accept(&ops, Mode::Dispatch, &name, body).await
+            }),
+        )
+        .route(
+            "/broadcast/{name}",
+            post(async |State(ops): State<Arc<Ops>>, Path(name): Path<String>, body: Bytes| {
+                accept(&ops, Mode::Broadcast, &name, body).await
+            }),
+        )
+        .route(
+            "/rolecast/{name}",
+            post(async |State(ops): State<Arc<Ops>>, Path(name): Path<String>, body: Bytes| {
+                accept(&ops, Mode::Rolecast, &name, body).await
+            }),
+        )
         .route("/nodes", get(nodes))
         .route("/services", get(services))
         .route("/stats", get(stats))
@@ -196,35 +211,22 @@ async fn call(
     }
 }
 
-async fn dispatch(State(ops): State<Arc<Ops>>, Path(name): Path<String>, body: Bytes) -> Response {
+/// A dispatch, broadcast or rolecast: 202 once the bus has accepted it (a
+/// dispatch answers its id).
+async fn accept(ops: &Ops, mode: Mode, name: &str, body: Bytes) -> Response {
     let node = match ops.node() {
         Ok(node) => node,
         Err(failure) => return failure_response(&failure),
     };
-    match node.dispatch(&name, body.to_vec()).await {
-        Ok(receipt) => (StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "id": receipt.id }))).into_response(),
-        Err(failure) => failure_response(&failure),
-    }
-}
-
-async fn broadcast(State(ops): State<Arc<Ops>>, Path(name): Path<String>, body: Bytes) -> Response {
-    let node = match ops.node() {
-        Ok(node) => node,
-        Err(failure) => return failure_response(&failure),
+    let payload = body.to_vec();
+    let accepted = match mode {
+        Mode::Dispatch => node.dispatch(name, payload).await.map(|receipt| Some(receipt.id)),
+        Mode::Broadcast => node.broadcast(name, payload).await.map(|()| None),
+        Mode::Rolecast | Mode::Call => node.rolecast(name, payload).await.map(|()| None),
     };
-    match node.broadcast(&name, body.to_vec()).await {
-        Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(failure) => failure_response(&failure),
-    }
-}
-
-async fn rolecast(State(ops): State<Arc<Ops>>, Path(name): Path<String>, body: Bytes) -> Response {
-    let node = match ops.node() {
-        Ok(node) => node,
-        Err(failure) => return failure_response(&failure),
-    };
-    match node.rolecast(&name, body.to_vec()).await {
-        Ok(()) => StatusCode::ACCEPTED.into_response(),
+    match accepted {
+        Ok(Some(id)) => (StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "id": id }))).into_response(),
+        Ok(None) => StatusCode::ACCEPTED.into_response(),
         Err(failure) => failure_response(&failure),
     }
 }
