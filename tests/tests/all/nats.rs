@@ -355,3 +355,20 @@ async fn the_trace_context_travels_in_nats_headers_to_the_handler_and_on() {
     assert_eq!(seen.trace_id, caller.trace_id);
     assert_ne!(seen.span_id, caller.span_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_nats_connection() {
+    use busbar::http::Ops;
+    use busbar::metrics::Metrics;
+    let mut server = NatsServer::start();
+    let (node, _) = start_nats(&server.url(), &Folder::with(&["echo"]), "a", "", "").await;
+    let ops = Ops::new(std::sync::Arc::new(Metrics::new(1)));
+    ops.attach(node.clone());
+    assert_eq!(ops.readiness(), Ok(()));
+    server.kill9();
+    let down = eventually(WAIT, async || ops.readiness() == Err("a bus connection is down")).await;
+    assert!(down, "readiness still says {:?} with the server gone", ops.readiness());
+    server.restart();
+    assert!(eventually(WAIT, async || ops.readiness().is_ok()).await, "not ready again: {:?}", ops.readiness());
+    assert_eq!(node.call("echo", b"back".to_vec(), SECOND).await, Ok(b"back".to_vec()));
+}
