@@ -4,14 +4,16 @@
 //! core records into it, nothing else writes.
 
 use crate::delivery::Mode;
-use crate::failure::Failure;
+use crate::failure::{Failure, FailureClass};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 /// Labels of an invocation counter.
@@ -45,9 +47,23 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(25e-6, 2.0, 22))
 }
 
+/// One name's series, found once and kept: recording an invocation then
+/// costs a map lookup and atomic adds, with no label strings built.
+#[derive(Default)]
+struct Series {
+    /// By [`Mode`], in declaration order.
+    invocations: [OnceLock<Counter>; 4],
+    /// By [`FailureClass::ALL`] order.
+    errors: [OnceLock<Counter>; 9],
+    latency: OnceLock<Histogram>,
+    retries: OnceLock<Counter>,
+    dead_letters: OnceLock<Counter>,
+}
+
 /// The node's metrics.
 pub struct Metrics {
     registry: Registry,
+    series: RwLock<HashMap<String, Arc<Series>>>,
     invocations: Family<Invocation, Counter>,
     errors: Family<Error, Counter>,
     latency: Family<Name, Histogram, fn() -> Histogram>,
@@ -111,6 +127,7 @@ impl Metrics {
         );
         Self {
             registry,
+            series: RwLock::default(),
             invocations,
             errors,
             latency,
@@ -141,18 +158,34 @@ impl Metrics {
         elapsed: Duration,
         result: Result<(), &Failure>,
     ) {
-        let name_label = Name { name: name.to_string() };
-        self.invocations.get_or_create(&Invocation { name: name.to_string(), mode: mode.as_str() }).inc();
-        self.latency.get_or_create(&name_label).observe(elapsed.as_secs_f64());
+        let series = self.series(name);
+        let named = || Name { name: name.to_string() };
+        series.invocations[mode as usize]
+            .get_or_init(|| {
+                self.invocations.get_or_create_owned(&Invocation { name: name.into(), mode: mode.as_str() })
+            })
+            .inc();
+        series.latency.get_or_init(|| self.latency.get_or_create_owned(&named())).observe(elapsed.as_secs_f64());
         if mode == Mode::Dispatch && attempt > 1 {
-            self.retries.get_or_create(&name_label).inc();
+            series.retries.get_or_init(|| self.retries.get_or_create_owned(&named())).inc();
         }
         if let Err(failure) = result {
-            self.errors.get_or_create(&Error { name: name.to_string(), class: failure.class.as_str() }).inc();
-            if mode == Mode::Dispatch && (is_final || !failure.class.retryable()) {
-                self.dead_letters.get_or_create(&name_label).inc();
+            let class = failure.class;
+            let at = FailureClass::ALL.iter().position(|c| *c == class).unwrap_or(0);
+            series.errors[at]
+                .get_or_init(|| self.errors.get_or_create_owned(&Error { name: name.into(), class: class.as_str() }))
+                .inc();
+            if mode == Mode::Dispatch && (is_final || !class.retryable()) {
+                series.dead_letters.get_or_init(|| self.dead_letters.get_or_create_owned(&named())).inc();
             }
         }
+    }
+
+    fn series(&self, name: &str) -> Arc<Series> {
+        if let Some(series) = self.series.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return series.clone();
+        }
+        self.series.write().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_default().clone()
     }
 
     /// Records a reload: `applied` changes and `rejected` files.
@@ -197,7 +230,6 @@ impl Drop for InFlight<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failure::FailureClass;
 
     #[test]
     fn a_known_workload_renders_as_counted() {
