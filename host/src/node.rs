@@ -6,7 +6,7 @@
 //! its handlers' nested calls — over a connection picked by weight.
 
 use crate::config::Config;
-use crate::delivery::{Envelope, Headers, Mode};
+use crate::delivery::{Envelope, Headers, Mode, header};
 use crate::driver::default::DefaultDriver;
 use crate::driver::{Connection, DeadLetter, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec};
 use crate::failure::{Failure, FailureClass};
@@ -17,6 +17,7 @@ use crate::registry::{Registry, Route, Table};
 use crate::reload::{self, Change, HandlerSet};
 use crate::runtime::{Invoke, Outbound, Runtime, RuntimeOptions};
 use crate::stats::{Kind, NameStats, NodeInfo, ServiceInfo, StatsTable, rfc3339};
+use crate::trace::{Carried, TRACESTATE};
 use crate::weighted::WeightedPicker;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -275,7 +276,7 @@ pub fn runtime_options(config: &Config) -> RuntimeOptions {
 impl Core {
     /// Runs one delivery on `route`'s handler within its limits: payload
     /// size, admission (concurrency and queue), the invocation, reply size.
-    async fn run(&self, route: &Route, envelope: Envelope, me: Arc<Core>) -> Result<Vec<u8>, Failure> {
+    async fn run(&self, route: &Route, envelope: Envelope, trace: Carried, me: Arc<Core>) -> Result<Vec<u8>, Failure> {
         let handler = &route.handler;
         let policy = &handler.policy;
         let size = envelope.payload.len() as u64;
@@ -303,6 +304,7 @@ impl Core {
             grants: policy.grants.clone(),
             outbound: me,
             reuse: policy.reuse,
+            trace,
         };
         let reply = self.runtime.invoke(&handler.compiled, invoke).await?;
         let size = reply.len() as u64;
@@ -513,7 +515,8 @@ impl Inbound for Core {
         );
         let start = Instant::now();
         let in_flight = self.metrics.start();
-        let result = self.run(&route, envelope, me).instrument(span.clone()).await;
+        let carried = Carried { parent: Some(trace), state: header(&envelope.headers, TRACESTATE).map(str::to_string) };
+        let result = self.run(&route, envelope, carried, me).instrument(span.clone()).await;
         drop(in_flight);
         let elapsed = start.elapsed();
         route.counters.record(elapsed, result.is_err());

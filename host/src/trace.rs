@@ -65,10 +65,32 @@ impl SpanContext {
     }
 }
 
+impl SpanContext {
+    /// The `traceparent` value naming this span as the parent (what
+    /// `to_string` gives, written without the formatting machinery: it is
+    /// made for every invocation).
+    pub fn traceparent(&self) -> String {
+        fn hex(out: &mut String, value: u128, digits: u32) {
+            for i in (0..digits).rev() {
+                let nibble = ((value >> (i * 4)) & 0xf) as u32;
+                out.push(char::from_digit(nibble, 16).unwrap_or('0'));
+            }
+        }
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        hex(&mut out, self.trace_id, 32);
+        out.push('-');
+        hex(&mut out, u128::from(self.span_id), 16);
+        out.push('-');
+        hex(&mut out, u128::from(self.flags), 2);
+        out
+    }
+}
+
 impl fmt::Display for SpanContext {
     /// The `traceparent` value naming this span as the parent.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+        f.write_str(&self.traceparent())
     }
 }
 
@@ -76,35 +98,72 @@ impl fmt::Display for SpanContext {
 /// which replaces the caller's `traceparent` in `headers` (what the guest sees).
 pub fn enter(headers: &mut Headers) -> SpanContext {
     let span = SpanContext::child_of(header(headers, TRACEPARENT).and_then(SpanContext::parse));
-    set_header(headers, TRACEPARENT, span.to_string());
+    set_header(headers, TRACEPARENT, span.traceparent());
     span
 }
 
-/// The trace headers a delivery made from inside the invocation with
-/// `headers` carries on: its `traceparent` (the invocation as parent) and
-/// `tracestate`.
-pub fn propagate(headers: &Headers) -> impl Iterator<Item = (String, String)> + '_ {
-    [TRACEPARENT, TRACESTATE]
-        .into_iter()
-        .filter_map(|name| Some((name.to_string(), header(headers, name)?.to_string())))
+/// What the deliveries made from inside an invocation carry on of its
+/// trace; kept as a value, so that an invocation that makes no bus call
+/// allocates nothing for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// The invocation's span: their parent.
+    pub parent: Option<SpanContext>,
+    /// The caller's `tracestate`, unchanged.
+    pub state: Option<String>,
 }
 
+impl Carried {
+    /// The trace of the invocation delivered with `headers` (after [`enter`]).
+    pub fn of(headers: &Headers) -> Self {
+        Self {
+            parent: header(headers, TRACEPARENT).and_then(SpanContext::parse),
+            state: header(headers, TRACESTATE).map(str::to_string),
+        }
+    }
+
+    /// Adds the trace headers to a delivery's `headers`.
+    pub fn add_to(&self, headers: &mut Headers) {
+        if let Some(parent) = &self.parent {
+            headers.push((TRACEPARENT.to_string(), parent.traceparent()));
+        }
+        if let Some(state) = &self.state {
+            headers.push((TRACESTATE.to_string(), state.clone()));
+        }
+    }
+}
+
+/// A random, non-zero id. Ids need to be unique, not secret: a SplitMix64
+/// stream per thread, seeded once from the OS, costs nanoseconds where a
+/// `getrandom` system call per id would cost a good part of a microsecond.
 fn random_nonzero_u64() -> u64 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new(seed());
+    }
     loop {
-        // The OS's randomness; if it ever fails, a hash of the time and a
-        // counter still gives distinct ids.
-        let n = getrandom::u64().unwrap_or_else(|_| fallback_random());
+        let n = STATE.with(|state| {
+            let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            state.set(next);
+            let mut z = next;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        });
         if n != 0 {
             return n;
         }
     }
 }
 
-fn fallback_random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.finish()
+/// The OS's randomness; if it ever fails, a hash of the time and a
+/// per-process random key still gives every thread its own stream.
+fn seed() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        h.finish()
+    })
 }
 
 #[cfg(test)]
@@ -119,6 +178,8 @@ mod tests {
         assert_eq!(span.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(span.span_id, 0x00f0_67aa_0ba9_02b7);
         assert_eq!(span.to_string(), EXAMPLE);
+        let max = SpanContext { trace_id: u128::MAX, span_id: u64::MAX, flags: 0xff };
+        assert_eq!(max.traceparent(), format!("00-{:032x}-{:016x}-ff", u128::MAX, u64::MAX));
     }
 
     #[test]
@@ -143,7 +204,8 @@ mod tests {
         let caller = SpanContext::parse(EXAMPLE).unwrap();
         assert_eq!((span.trace_id, span.flags), (caller.trace_id, caller.flags));
         assert_ne!(span.span_id, caller.span_id);
-        let carried: Vec<_> = propagate(&headers).collect();
+        let mut carried = Vec::new();
+        Carried::of(&headers).add_to(&mut carried);
         assert_eq!(carried, [(TRACEPARENT.into(), span.to_string()), (TRACESTATE.into(), "k=v".into())]);
     }
 

@@ -133,6 +133,8 @@ pub struct Invoke {
     /// How many more invocations one instance may serve after its first;
     /// 0 gives every invocation a fresh instance.
     pub reuse: u32,
+    /// The trace the deliveries it makes carry on.
+    pub trace: crate::trace::Carried,
 }
 
 /// The process's wasmtime engine, linker and artifact cache.
@@ -308,7 +310,8 @@ impl Runtime {
     /// handler allows reuse. Service modes return the reply; message modes
     /// return an empty reply.
     pub async fn invoke(&self, compiled: &Compiled, invoke: Invoke) -> Result<Vec<u8>, Failure> {
-        let Invoke { handler, envelope, timeout, memory, max_depth, max_calls, grants, outbound, reuse } = invoke;
+        let Invoke { handler, envelope, timeout, memory, max_depth, max_calls, grants, outbound, reuse, trace } =
+            invoke;
         let start = Instant::now();
         let deadline = envelope.deadline.map_or(start + timeout, |d| d.min(start + timeout));
         let budget = deadline.saturating_duration_since(start);
@@ -318,7 +321,6 @@ impl Runtime {
             (true, None, _) => return Err(not_exported(&handler, "service")),
             (false, _, None) => return Err(not_exported(&handler, "message")),
         };
-        let trace = crate::trace::propagate(&envelope.headers).collect();
         let scope = Scope { deadline, depth: envelope.depth(), max_depth, max_calls, outbound, trace };
         let warm = match reuse {
             0 => {

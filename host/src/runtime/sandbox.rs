@@ -43,8 +43,8 @@ pub(crate) struct Scope {
     pub(crate) max_calls: u32,
     /// Where nested deliveries go.
     pub(crate) outbound: Arc<dyn Outbound>,
-    /// The trace headers nested deliveries carry (the invocation as their parent).
-    pub(crate) trace: Headers,
+    /// The trace nested deliveries carry on (the invocation as their parent).
+    pub(crate) trace: crate::trace::Carried,
 }
 
 /// The data of a handler's store.
@@ -114,8 +114,8 @@ impl Sandbox {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = timeout.map_or(left, |ms| Duration::from_millis(ms).min(left));
-        let mut headers = trace.clone();
-        headers.push((DEPTH_HEADER.to_string(), (depth + 1).to_string()));
+        let mut headers = vec![(DEPTH_HEADER.to_string(), (depth + 1).to_string())];
+        trace.add_to(&mut headers);
         outbound.send(mode, &name, payload, headers, timeout).await.map_err(Into::into)
     }
 }
