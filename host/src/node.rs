@@ -504,7 +504,8 @@ impl Inbound for Core {
         // One span per invocation; the guest's log lines are written inside it.
         let span = tracing::info_span!(
             "invocation",
-            %name,
+            // Not `name`: JSON logs put the span's own name under that key.
+            bus_name = %name,
             %mode,
             attempt,
             %version,

@@ -239,3 +239,29 @@ fn config_check_prints_the_effective_config_with_secrets_hidden() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("timeuot") && stderr(&out).contains("node.toml"), "{}", stderr(&out));
 }
+
+#[test]
+fn json_logs_carry_one_span_per_invocation() {
+    let folder = Folder::with(&["fail"]);
+    let out = command(&folder, &["--log-format", "json", "call", "fail", "denied:not you"])
+        .env("RUST_LOG", "busbar=info")
+        .output()
+        .expect("busbar runs");
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    let events: Vec<serde_json::Value> =
+        stderr(&out).lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    let failed = events
+        .iter()
+        .find(|e| e["fields"]["message"].as_str().is_some_and(|m| m.starts_with("invocation failed")))
+        .unwrap_or_else(|| panic!("no invocation event in {events:#?}"));
+    let span = &failed["span"];
+    assert_eq!(span["name"].as_str(), Some("invocation"));
+    assert_eq!(
+        (span["bus_name"].as_str(), span["mode"].as_str(), span["attempt"].as_u64()),
+        (Some("fail"), Some("call"), Some(1))
+    );
+    assert_eq!(span["outcome"].as_str(), Some("denied"));
+    assert_eq!(span["version"].as_str(), Some(busbar_tests::support::guest_version("fail").as_str()));
+    assert!(span["trace_id"].as_str().is_some_and(|t| t.len() == 32), "{span}");
+    assert!(span["duration_us"].as_u64().is_some(), "{span}");
+}
