@@ -435,20 +435,15 @@ impl Drop for NatsServer {
     }
 }
 
-/// The repository's root (the folder holding `tests/`).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
-}
-
 /// The project's `shared/` folder, beside the repository
 /// (`contracts/nats-micro-v1/*.json` are there).
 pub fn shared_dir() -> PathBuf {
-    repo_root().join("../shared")
+    crate::support::repo().join("../shared")
 }
 
 /// The interop scripts (`tests/interop/`).
 pub fn interop_dir() -> PathBuf {
-    repo_root().join("tests/interop")
+    crate::support::repo().join("tests/interop")
 }
 
 /// The Python that runs the interop scripts: `$BUSBAR_INTEROP_PYTHON` if set,
@@ -457,7 +452,7 @@ pub fn interop_dir() -> PathBuf {
 pub fn interop_python() -> PathBuf {
     let path = std::env::var_os("BUSBAR_INTEROP_PYTHON")
         .filter(|p| !p.is_empty())
-        .map_or_else(|| repo_root().join("target/py/bin/python"), PathBuf::from);
+        .map_or_else(|| crate::support::repo().join("target/py/bin/python"), PathBuf::from);
     assert!(
         path.is_file(),
         "{} not found: the interop tests need the project venv with nats-py and jsonschema; \
