@@ -266,10 +266,15 @@ pub fn init_tracing(cli: &Cli) {
     };
 }
 
+/// The config file a command reads: `--config`, else `./busbar.toml` if
+/// present; `None` means the built-in defaults.
+fn config_file(cli: &Cli) -> Option<PathBuf> {
+    cli.config.clone().or_else(|| Some(PathBuf::from("busbar.toml")).filter(|p| p.exists()))
+}
+
 fn load_config(cli: &Cli) -> Result<Config, Exit> {
-    let mut config = match &cli.config {
-        Some(path) => Config::load(path).map_err(host)?,
-        None if Path::new("busbar.toml").exists() => Config::load(Path::new("busbar.toml")).map_err(host)?,
+    let mut config = match config_file(cli) {
+        Some(path) => Config::load(&path).map_err(host)?,
         None => Config::default(),
     };
     if let Some(dir) = &cli.handlers {
@@ -459,11 +464,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             let (config, source) = match file {
                 Some(path) => (Config::load(path).map_err(host)?, path.display().to_string()),
                 None => {
-                    let source = match &cli.config {
-                        Some(path) => path.display().to_string(),
-                        None if Path::new("busbar.toml").exists() => "busbar.toml".into(),
-                        None => "<defaults>".into(),
-                    };
+                    let source = config_file(&cli).map_or_else(|| "<defaults>".into(), |p| p.display().to_string());
                     (load_config(&cli)?, source)
                 }
             };

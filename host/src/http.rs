@@ -183,7 +183,7 @@ struct CallQuery {
 
 /// The request headers a delivery carries on: W3C trace context.
 fn forwarded(headers: &HeaderMap) -> Headers {
-    ["traceparent", "tracestate"]
+    [crate::trace::TRACEPARENT, crate::trace::TRACESTATE]
         .into_iter()
         .filter_map(|name| Some((name.to_string(), headers.get(name)?.to_str().ok()?.to_string())))
         .collect()

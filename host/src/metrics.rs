@@ -72,7 +72,6 @@ pub struct Metrics {
     reloads: Family<Reload, Counter>,
     in_flight: Gauge,
     handlers: Gauge,
-    pool_max: Gauge<u64, AtomicU64>,
     pool_idle: Gauge,
 }
 
@@ -114,11 +113,7 @@ impl Metrics {
         registry.register("handlers", "Handler files loaded and serving", handlers.clone());
         let pool = Gauge::<u64, AtomicU64>::default();
         pool.set(pool_max);
-        registry.register(
-            "pool_instances",
-            "Size of the instance pool (instances that may exist at once)",
-            pool.clone(),
-        );
+        registry.register("pool_instances", "Size of the instance pool (instances that may exist at once)", pool);
         let pool_idle = Gauge::default();
         registry.register(
             "pool_instances_idle",
@@ -136,7 +131,6 @@ impl Metrics {
             reloads,
             in_flight,
             handlers,
-            pool_max: pool,
             pool_idle,
         }
     }
@@ -194,6 +188,12 @@ impl Metrics {
         self.reloads.get_or_create(&Reload { outcome: "rejected" }).inc_by(rejected);
     }
 
+    /// Changes applied and files rejected so far (what [`Metrics::record_reloads`] counted).
+    pub fn reloads(&self) -> (u64, u64) {
+        let count = |outcome| self.reloads.get_or_create(&Reload { outcome }).get();
+        (count("applied"), count("rejected"))
+    }
+
     /// Sets how many handler files are loaded.
     pub fn set_handlers(&self, n: usize) {
         self.handlers.set(i64::try_from(n).unwrap_or(i64::MAX));
@@ -202,11 +202,6 @@ impl Metrics {
     /// Sets how many instances wait warm for reuse.
     pub fn set_idle_instances(&self, n: usize) {
         self.pool_idle.set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-
-    /// The size of the instance pool.
-    pub fn pool_size(&self) -> u64 {
-        self.pool_max.get()
     }
 
     /// The metrics in the Prometheus text exposition format (OpenMetrics 1.0).

@@ -6,7 +6,7 @@
 //! its handlers' nested calls — over a connection picked by weight.
 
 use crate::config::Config;
-use crate::delivery::{Envelope, Headers, Mode, header};
+use crate::delivery::{Envelope, Headers, Mode};
 use crate::driver::default::DefaultDriver;
 use crate::driver::{Connection, DeadLetter, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec};
 use crate::failure::{Failure, FailureClass};
@@ -17,10 +17,9 @@ use crate::registry::{Registry, Route, Table};
 use crate::reload::{self, Change, HandlerSet};
 use crate::runtime::{Invoke, Outbound, Runtime, RuntimeOptions};
 use crate::stats::{Kind, NameStats, NodeInfo, ServiceInfo, StatsTable, rfc3339};
-use crate::trace::{Carried, TRACESTATE};
+use crate::trace::Carried;
 use crate::weighted::WeightedPicker;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 use tracing::Instrument as _;
@@ -82,16 +81,8 @@ struct Core {
     outgoing: OnceLock<Outgoing>,
     /// The loaded handlers; held while a change of the folder is applied.
     handlers: tokio::sync::Mutex<HandlerSet>,
-    reloads: ReloadCounts,
     /// The folder watch, while the node watches.
     watch: Mutex<Option<crate::watch::Watch>>,
-}
-
-/// Changes of the handlers folder applied since the node started.
-#[derive(Debug, Default)]
-struct ReloadCounts {
-    applied: AtomicU64,
-    rejected: AtomicU64,
 }
 
 /// How many changes of the handlers folder a node applied and rejected.
@@ -211,7 +202,6 @@ impl NodeBuilder {
             started: SystemTime::now(),
             outgoing: OnceLock::new(),
             handlers: tokio::sync::Mutex::new(HandlerSet::default()),
-            reloads: ReloadCounts::default(),
             watch: Mutex::new(None),
         });
         let report = match self.serve {
@@ -389,19 +379,16 @@ impl Core {
         let took = started.elapsed();
         let now = self.registry.snapshot();
         for (stem, change) in &changes {
-            let counter = match change {
-                Change::Unchanged => continue,
-                Change::Rejected { .. } => &self.reloads.rejected,
-                _ => &self.reloads.applied,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
             match change {
-                Change::Rejected { .. } => self.metrics.record_reloads(0, 1),
-                _ => self.metrics.record_reloads(1, 0),
-            }
-            match change {
-                Change::Rejected { .. } => tracing::warn!(handler = %stem, ?took, "handler {change}"),
-                _ => tracing::info!(handler = %stem, ?took, names = ?names_of(&now, stem), "handler {change}"),
+                Change::Unchanged => {}
+                Change::Rejected { .. } => {
+                    self.metrics.record_reloads(0, 1);
+                    tracing::warn!(handler = %stem, ?took, "handler {change}");
+                }
+                _ => {
+                    self.metrics.record_reloads(1, 0);
+                    tracing::info!(handler = %stem, ?took, names = ?names_of(&now, stem), "handler {change}");
+                }
             }
         }
     }
@@ -500,6 +487,7 @@ impl Inbound for Core {
         let (name, mode, attempt, is_final) =
             (envelope.name.clone(), envelope.mode, envelope.attempt, envelope.is_final);
         let trace = crate::trace::enter(&mut envelope.headers);
+        let span_context = trace.parent;
         let version = &route.handler.compiled.version;
         // One span per invocation; the guest's log lines are written inside it.
         let span = tracing::info_span!(
@@ -509,15 +497,14 @@ impl Inbound for Core {
             %mode,
             attempt,
             %version,
-            trace_id = %trace.trace_id_hex(),
-            span_id = %format_args!("{:016x}", trace.span_id),
+            trace_id = %span_context.trace_id_hex(),
+            span_id = %format_args!("{:016x}", span_context.span_id),
             outcome = tracing::field::Empty,
             duration_us = tracing::field::Empty,
         );
         let start = Instant::now();
         let in_flight = self.metrics.start();
-        let carried = Carried { parent: Some(trace), state: header(&envelope.headers, TRACESTATE).map(str::to_string) };
-        let result = self.run(&route, envelope, carried, me).instrument(span.clone()).await;
+        let result = self.run(&route, envelope, trace, me).instrument(span.clone()).await;
         drop(in_flight);
         let elapsed = start.elapsed();
         route.counters.record(elapsed, result.is_err());
@@ -710,10 +697,8 @@ impl Node {
 
     /// Changes of the handlers folder applied and rejected so far.
     pub fn reloads(&self) -> ReloadStats {
-        ReloadStats {
-            applied: self.core.reloads.applied.load(Ordering::Relaxed),
-            rejected: self.core.reloads.rejected.load(Ordering::Relaxed),
-        }
+        let (applied, rejected) = self.core.metrics.reloads();
+        ReloadStats { applied, rejected }
     }
 
     /// Whether every connection reaches its bus now.

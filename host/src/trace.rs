@@ -94,39 +94,30 @@ impl fmt::Display for SpanContext {
     }
 }
 
-/// Starts the span of an invocation delivered with `headers`: its context,
-/// which replaces the caller's `traceparent` in `headers` (what the guest sees).
-pub fn enter(headers: &mut Headers) -> SpanContext {
+/// Starts the span of an invocation delivered with `headers`: its context
+/// replaces the caller's `traceparent` in `headers` (what the guest sees),
+/// and the returned [`Carried`] is what the invocation's own deliveries carry on.
+pub fn enter(headers: &mut Headers) -> Carried {
     let span = SpanContext::child_of(header(headers, TRACEPARENT).and_then(SpanContext::parse));
     set_header(headers, TRACEPARENT, span.traceparent());
-    span
+    Carried { parent: span, state: header(headers, TRACESTATE).map(str::to_string) }
 }
 
 /// What the deliveries made from inside an invocation carry on of its
 /// trace; kept as a value, so that an invocation that makes no bus call
 /// allocates nothing for it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Carried {
     /// The invocation's span: their parent.
-    pub parent: Option<SpanContext>,
+    pub parent: SpanContext,
     /// The caller's `tracestate`, unchanged.
     pub state: Option<String>,
 }
 
 impl Carried {
-    /// The trace of the invocation delivered with `headers` (after [`enter`]).
-    pub fn of(headers: &Headers) -> Self {
-        Self {
-            parent: header(headers, TRACEPARENT).and_then(SpanContext::parse),
-            state: header(headers, TRACESTATE).map(str::to_string),
-        }
-    }
-
     /// Adds the trace headers to a delivery's `headers`.
     pub fn add_to(&self, headers: &mut Headers) {
-        if let Some(parent) = &self.parent {
-            headers.push((TRACEPARENT.to_string(), parent.traceparent()));
-        }
+        headers.push((TRACEPARENT.to_string(), self.parent.traceparent()));
         if let Some(state) = &self.state {
             headers.push((TRACESTATE.to_string(), state.clone()));
         }
@@ -200,19 +191,20 @@ mod tests {
     #[test]
     fn an_invocation_continues_the_callers_trace_with_a_span_of_its_own() {
         let mut headers = vec![(TRACEPARENT.into(), EXAMPLE.into()), (TRACESTATE.into(), "k=v".into())];
-        let span = enter(&mut headers);
-        let caller = SpanContext::parse(EXAMPLE).unwrap();
+        let trace = enter(&mut headers);
+        let (span, caller) = (trace.parent, SpanContext::parse(EXAMPLE).unwrap());
         assert_eq!((span.trace_id, span.flags), (caller.trace_id, caller.flags));
         assert_ne!(span.span_id, caller.span_id);
+        assert_eq!(header(&headers, TRACEPARENT), Some(span.to_string().as_str()), "what the guest sees");
         let mut carried = Vec::new();
-        Carried::of(&headers).add_to(&mut carried);
+        trace.add_to(&mut carried);
         assert_eq!(carried, [(TRACEPARENT.into(), span.to_string()), (TRACESTATE.into(), "k=v".into())]);
     }
 
     #[test]
     fn without_a_caller_trace_a_new_one_starts() {
         let mut headers = vec![(TRACEPARENT.into(), "garbage".into())];
-        let a = enter(&mut headers);
+        let a = enter(&mut headers).parent;
         let b = SpanContext::child_of(None);
         assert_ne!(a.trace_id, b.trace_id);
         assert_eq!(SpanContext::parse(header(&headers, TRACEPARENT).unwrap()), Some(a));
