@@ -9,7 +9,6 @@ use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::runtime::{MESSAGE_EXPORT, Runtime, SERVICE_EXPORT};
 use crate::toolkit::{self, scaffold, scaffold::Lang, scaffold::Project};
-use crate::units::parse_duration;
 use clap::{Parser, Subcommand};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -80,7 +79,7 @@ pub enum Command {
         /// The payload; `-` reads stdin; omitted means empty.
         payload: Option<String>,
         /// How long to wait for the reply.
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = parse_call_timeout)]
         timeout: Duration,
     },
     /// Queue work for a service; on the default driver, wait for its outcome (retries included).
@@ -220,6 +219,11 @@ pub enum DeadLetterAction {
         /// The service name.
         name: String,
     },
+}
+
+/// `--timeout` of `busbar call`: bounded like every call timeout.
+fn parse_call_timeout(text: &str) -> Result<Duration, String> {
+    crate::limits::call_timeout("--timeout", text)
 }
 
 /// An error that ends the command, with its exit code.

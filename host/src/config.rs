@@ -25,6 +25,10 @@
 //! max_reply = "1MiB"
 //! max_calls = 100           # bus operations one invocation may make
 //!
+//! [grants]                  # how far a sidecar's grants may reach (default: nothing beyond the folder)
+//! dirs = ["/srv/data"]      # roots for `[[dirs]]` besides the handlers folder
+//! net = ["127.0.0.1:*"]     # addresses a sidecar may grant in `net`
+//!
 //! [bus]                     # one connection...
 //! driver = "default"
 //! group = "workers"
@@ -33,6 +37,7 @@
 //! weight = 3
 //! ```
 
+use crate::limits;
 use crate::units::serde_units;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -61,6 +66,8 @@ pub struct Config {
     pub node: NodeConfig,
     /// Defaults applied to every handler.
     pub handlers: HandlerDefaults,
+    /// How far a sidecar's grants may reach.
+    pub grants: GrantRules,
     /// Bus connections, at least one.
     pub connections: Vec<ConnectionConfig>,
 }
@@ -159,6 +166,23 @@ impl HandlerDefaults {
     }
 }
 
+/// `[grants]`: how far the grants of a sidecar may reach. Whoever can drop
+/// a file into the handlers folder must not get the host: a sidecar may
+/// grant only directories inside the handlers folder (never the folder
+/// itself) or under a root listed here, and only network addresses that
+/// match an entry here (none by default).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrantRules {
+    /// Host directories under which sidecars may grant `[[dirs]]` besides
+    /// the handlers folder (relative to the config file; resolved, so a
+    /// symlink counts where it points).
+    pub dirs: Vec<PathBuf>,
+    /// Addresses sidecars may grant in `net`: `host:port`, where the host
+    /// (an IP address or a name) or the port may be `*`; `"*"` alone allows any.
+    pub net: Vec<String>,
+}
+
 /// One bus connection (`[bus]` or `[bus.NAME]`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ConnectionConfig {
@@ -200,13 +224,19 @@ struct RawConfig {
     #[serde(default)]
     handlers: HandlerDefaults,
     #[serde(default)]
+    grants: GrantRules,
+    #[serde(default)]
     bus: toml::Table,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        let raw =
-            RawConfig { node: NodeConfig::default(), handlers: HandlerDefaults::default(), bus: toml::Table::new() };
+        let raw = RawConfig {
+            node: NodeConfig::default(),
+            handlers: HandlerDefaults::default(),
+            grants: GrantRules::default(),
+            bus: toml::Table::new(),
+        };
         Self::resolve(raw, Path::new("<defaults>"), Path::new("."))
             .unwrap_or_else(|_| unreachable!("the built-in defaults are valid"))
     }
@@ -253,20 +283,26 @@ impl Config {
     }
 
     fn resolve(raw: RawConfig, file: &Path, base: &Path) -> Result<Self, ConfigError> {
-        let RawConfig { mut node, handlers, bus } = raw;
+        let RawConfig { mut node, handlers, mut grants, bus } = raw;
         node.handlers = base.join(&node.handlers);
         node.cache = node.cache.map(|c| base.join(c));
+        grants.dirs = grants.dirs.iter().map(|d| base.join(d)).collect();
+        for entry in &grants.net {
+            crate::handlers::NetPattern::parse(entry)
+                .map_err(|e| ConfigError::new(file, format!("in `grants.net`: {e}")))?;
+        }
         if node.id.trim().is_empty() {
             return Err(ConfigError::new(file, "node.id cannot be empty"));
         }
-        if handlers.timeout.is_zero() {
-            return Err(ConfigError::new(file, "handlers.timeout must be more than 0s"));
-        }
-        if handlers.concurrency == 0 {
-            return Err(ConfigError::new(file, "handlers.concurrency must be at least 1"));
-        }
+        let bounded = || -> Result<(), String> {
+            crate::handlers::Policy::from_defaults("", &handlers).check("handlers.")?;
+            limits::count_within("handlers.max_depth", handlers.max_depth, 0, limits::MAX_DEPTH)?;
+            limits::duration_at_most("node.drain", node.drain, limits::MAX_DRAIN)?;
+            Ok(())
+        };
+        bounded().map_err(|e| ConfigError::new(file, e))?;
         let connections = parse_bus(bus, file)?;
-        Ok(Self { node, handlers, connections })
+        Ok(Self { node, handlers, grants, connections })
     }
 }
 
@@ -329,13 +365,16 @@ fn connection(
     if !prefix.is_empty() && !prefix.ends_with('.') {
         return Err(ConfigError::new(file, format!("[bus{}] prefix `{prefix}` must end with a dot", suffix(name))));
     }
+    let weight = own.weight.or(inherited.weight).unwrap_or(1);
+    limits::count_within(&format!("bus{}.weight", suffix(name)), weight, 0, limits::MAX_WEIGHT)
+        .map_err(|e| ConfigError::new(file, e))?;
     Ok(ConnectionConfig {
         name: name.into(),
         driver,
         prefix,
         group: pick(&own.group, &inherited.group),
         profile: pick(&own.profile, &inherited.profile),
-        weight: own.weight.or(inherited.weight).unwrap_or(1),
+        weight,
         setting: own.setting.clone().or_else(|| inherited.setting.clone()).unwrap_or_default(),
     })
 }

@@ -2,7 +2,8 @@
 //! `NAME.toml` sidecars, and the policy each handler runs under (names served,
 //! retry schedule, limits, grants), resolved against the node's defaults.
 
-use crate::config::{ConfigError, HandlerDefaults};
+use crate::config::{Config, ConfigError, GrantRules, HandlerDefaults};
+use crate::limits;
 use crate::runtime::{DirGrant, Grants};
 use crate::units::serde_units;
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,71 @@ pub struct Policy {
     pub max_calls: u32,
     /// What the handler may reach.
     pub grants: Arc<Grants>,
+}
+
+impl Policy {
+    /// The policy every handler gets from `defaults` when its sidecar says nothing.
+    pub fn from_defaults(stem: &str, defaults: &HandlerDefaults) -> Self {
+        Self {
+            names: vec![stem.to_string()],
+            retry: defaults.retry.clone().unwrap_or_default(),
+            timeout: defaults.timeout,
+            memory: defaults.memory_bytes(),
+            reuse: defaults.reuse,
+            concurrency: defaults.concurrency,
+            queue: defaults.queue,
+            max_payload: defaults.max_payload.unwrap_or(limits::MAX_MESSAGE),
+            max_reply: defaults.max_reply.unwrap_or(limits::MAX_MESSAGE),
+            max_calls: defaults.max_calls,
+            grants: Arc::default(),
+        }
+    }
+
+    /// Checks every limit against its documented maximum ([`limits`]);
+    /// errors name the key, `prefix` first (`handlers.` for the config's defaults).
+    pub fn check(&self, prefix: &str) -> Result<(), String> {
+        let key = |name: &str| format!("{prefix}{name}");
+        if self.timeout.is_zero() {
+            return Err(format!("`{}` must be more than 0s", key("timeout")));
+        }
+        limits::duration_at_most(&key("timeout"), self.timeout, limits::MAX_TIMEOUT)?;
+        if self.retry.len() > limits::MAX_RETRIES {
+            return Err(format!(
+                "`{}` lists {} delays, more than its maximum of {}",
+                key("retry"),
+                self.retry.len(),
+                limits::MAX_RETRIES
+            ));
+        }
+        for delay in &self.retry {
+            limits::duration_at_most(&key("retry"), *delay, limits::MAX_RETRY_DELAY)?;
+        }
+        limits::size_at_most(&key("memory"), self.memory, limits::MAX_MEMORY)?;
+        limits::count_within(&key("reuse"), self.reuse, 0, limits::MAX_REUSE)?;
+        limits::count_within(&key("concurrency"), self.concurrency, 1, limits::MAX_CONCURRENCY)?;
+        limits::count_within(&key("queue"), self.queue, 0, limits::MAX_QUEUE)?;
+        limits::size_at_most(&key("max_payload"), self.max_payload, limits::MAX_MESSAGE)?;
+        limits::size_at_most(&key("max_reply"), self.max_reply, limits::MAX_MESSAGE)?;
+        limits::count_within(&key("max_calls"), self.max_calls, 0, limits::MAX_CALLS)?;
+        Ok(())
+    }
+}
+
+/// What a handler's sidecar is read against: the node's defaults and the
+/// operator's bounds on grants.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// `[handlers]`: the limits of a handler whose sidecar says nothing.
+    pub defaults: HandlerDefaults,
+    /// `[grants]`: how far a sidecar's grants may reach.
+    pub grants: GrantRules,
+}
+
+impl Rules {
+    /// The rules of `config`.
+    pub fn of(config: &Config) -> Self {
+        Self { defaults: config.handlers.clone(), grants: config.grants.clone() }
+    }
 }
 
 /// The keys a `NAME.toml` sidecar accepts.
@@ -108,88 +174,179 @@ pub struct Skipped {
 }
 
 /// Reads the policy of handler `stem` from its sidecar (if `sidecar` exists).
-pub fn policy(stem: &str, sidecar: &Path, defaults: &HandlerDefaults) -> Result<Policy, ConfigError> {
+pub fn policy(stem: &str, sidecar: &Path, rules: &Rules) -> Result<Policy, ConfigError> {
     let side: Sidecar = match std::fs::read_to_string(sidecar) {
         Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::new(sidecar, e.to_string()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Sidecar::default(),
         Err(e) => return Err(ConfigError::new(sidecar, format!("cannot read the sidecar: {e}"))),
     };
-    let names = side.names.unwrap_or_else(|| vec![stem.to_string()]);
-    if names.is_empty() {
-        return Err(ConfigError::new(
-            sidecar,
-            "`names` is empty; list at least one name, or remove the key to serve the file name",
-        ));
-    }
-    for name in &names {
-        crate::name::validate(name).map_err(|e| ConfigError::new(sidecar, format!("in `names`: {e}")))?;
-    }
-    let timeout = side.timeout.unwrap_or(defaults.timeout);
-    if timeout.is_zero() {
-        return Err(ConfigError::new(sidecar, "`timeout` must be more than 0s"));
-    }
-    let concurrency = side.concurrency.unwrap_or(defaults.concurrency);
-    if concurrency == 0 {
-        return Err(ConfigError::new(sidecar, "`concurrency` must be at least 1"));
-    }
-    let grants = grants(sidecar, side.env, side.dirs, side.net)?;
-    Ok(Policy {
+    let names = match side.names {
+        Some(names) if names.is_empty() => {
+            return Err(ConfigError::new(
+                sidecar,
+                "`names` is empty; list at least one name, or remove the key to serve the file name",
+            ));
+        }
+        Some(names) => {
+            for name in &names {
+                crate::name::validate(name).map_err(|e| ConfigError::new(sidecar, format!("in `names`: {e}")))?;
+            }
+            names
+        }
+        None => {
+            crate::name::validate(stem).map_err(|e| {
+                let file = sidecar.file_name().map_or_else(|| format!("{stem}.toml"), |f| f.to_string_lossy().into());
+                ConfigError::new(
+                    &sidecar.with_extension("wasm"),
+                    format!(
+                        "the file name does not make a valid bus name ({e}); rename the file, or list `names` in a sidecar `{file}`"
+                    ),
+                )
+            })?;
+            vec![stem.to_string()]
+        }
+    };
+    let base = Policy::from_defaults(stem, &rules.defaults);
+    let mut policy = Policy {
         names,
-        retry: side.retry.or_else(|| defaults.retry.clone()).unwrap_or_default(),
-        timeout,
-        memory: side.memory.unwrap_or_else(|| defaults.memory_bytes()),
-        reuse: side.reuse.unwrap_or(defaults.reuse),
-        concurrency,
-        queue: side.queue.unwrap_or(defaults.queue),
-        max_payload: side.max_payload.or(defaults.max_payload).unwrap_or(u64::MAX),
-        max_reply: side.max_reply.or(defaults.max_reply).unwrap_or(u64::MAX),
-        max_calls: side.max_calls.unwrap_or(defaults.max_calls),
-        grants: Arc::new(grants),
-    })
+        retry: side.retry.unwrap_or(base.retry),
+        timeout: side.timeout.unwrap_or(base.timeout),
+        memory: side.memory.unwrap_or(base.memory),
+        reuse: side.reuse.unwrap_or(base.reuse),
+        concurrency: side.concurrency.unwrap_or(base.concurrency),
+        queue: side.queue.unwrap_or(base.queue),
+        max_payload: side.max_payload.unwrap_or(base.max_payload),
+        max_reply: side.max_reply.unwrap_or(base.max_reply),
+        max_calls: side.max_calls.unwrap_or(base.max_calls),
+        grants: Arc::default(),
+    };
+    policy.check("").map_err(|e| ConfigError::new(sidecar, e))?;
+    let grants =
+        grants(sidecar, side.env, side.dirs, side.net, &rules.grants).map_err(|e| ConfigError::new(sidecar, e))?;
+    policy.grants = Arc::new(grants);
+    Ok(policy)
 }
 
-/// Checks and resolves a sidecar's grants: directories must exist (paths are
-/// relative to the handlers folder), guest paths be absolute, network
-/// entries be `host:port` (names are resolved now).
+/// Checks and resolves a sidecar's grants against the operator's `rules`:
+/// directories must exist inside the handlers folder (paths are relative to
+/// it) or under a root the operator allows, guest paths be absolute, and
+/// network entries be `host:port` addresses the operator allows (names are
+/// resolved now).
 fn grants(
     sidecar: &Path,
     env: BTreeMap<String, String>,
     dirs: Vec<SidecarDir>,
     net: Vec<String>,
-) -> Result<Grants, ConfigError> {
+    rules: &GrantRules,
+) -> Result<Grants, String> {
     let folder = sidecar.parent().unwrap_or(Path::new("."));
     let mut granted = Grants { env: env.into_iter().collect(), ..Grants::default() };
     for dir in dirs {
-        let host = folder.join(&dir.host);
-        if !host.is_dir() {
-            return Err(ConfigError::new(
-                sidecar,
-                format!(
-                    "in `dirs`: `{}` is not a directory (host paths are relative to the handlers folder)",
-                    host.display()
-                ),
-            ));
-        }
         if !dir.guest.starts_with('/') {
-            return Err(ConfigError::new(sidecar, format!("in `dirs`: guest path `{}` must be absolute", dir.guest)));
+            return Err(format!("in `dirs`: guest path `{}` must be absolute", dir.guest));
         }
+        let host = granted_dir(folder, &dir.host, &rules.dirs).map_err(|e| format!("in `dirs`: {e}"))?;
         granted.dirs.push(DirGrant { host, guest: dir.guest, write: dir.mode == DirMode::Rw });
     }
+    let allowed: Vec<NetPattern> = rules.net.iter().filter_map(|p| NetPattern::parse(p).ok()).collect();
     for entry in net {
-        let Some((host, port)) = entry.rsplit_once(':') else {
-            return Err(ConfigError::new(sidecar, format!("in `net`: `{entry}` is not `host:port`")));
-        };
-        let port: u16 =
-            port.parse().map_err(|_| ConfigError::new(sidecar, format!("in `net`: `{entry}` has no valid port")))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let (host, port) = host_port(&entry).map_err(|e| format!("in `net`: {e}"))?;
+        let port: u16 = port.parse().map_err(|_| format!("in `net`: `{entry}` has no valid port"))?;
         if host.parse::<std::net::IpAddr>().is_err() {
             granted.lookup = true;
         }
-        let addrs = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
-            .map_err(|e| ConfigError::new(sidecar, format!("in `net`: cannot resolve `{entry}`: {e}")))?;
+        let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .map_err(|e| format!("in `net`: cannot resolve `{entry}`: {e}"))?
+            .collect();
+        if let Some(addr) = addrs.iter().find(|a| !allowed.iter().any(|p| p.allows(a))) {
+            return Err(format!(
+                "in `net`: `{entry}` ({addr}) is not an address the operator allows; list it (or `host:*`) under `[grants] net` in busbar.toml"
+            ));
+        }
         granted.net.extend(addrs);
     }
     Ok(granted)
+}
+
+/// The real path of a `[[dirs]]` host directory `host` of a sidecar in
+/// `folder`: resolved (`..` and symlinks followed), it must lie inside the
+/// handlers folder — and be neither the folder nor contain it, since the
+/// folder holds every handler and its grants — or under one of `roots`.
+fn granted_dir(folder: &Path, host: &Path, roots: &[PathBuf]) -> Result<PathBuf, String> {
+    let path = folder.join(host);
+    let real = std::fs::canonicalize(&path).map_err(|e| {
+        format!("`{}` cannot be granted: {e} (host paths are relative to the handlers folder)", path.display())
+    })?;
+    if !real.is_dir() {
+        return Err(format!("`{}` is not a directory", path.display()));
+    }
+    let handlers = std::fs::canonicalize(folder)
+        .map_err(|e| format!("cannot resolve the handlers folder {}: {e}", folder.display()))?;
+    if handlers.starts_with(&real) {
+        return Err(format!(
+            "`{}` is or contains the handlers folder, which holds every handler and its grants; grant a subdirectory",
+            path.display()
+        ));
+    }
+    let under_root =
+        roots.iter().filter_map(|root| std::fs::canonicalize(root).ok()).any(|root| real.starts_with(root));
+    if !real.starts_with(&handlers) && !under_root {
+        return Err(format!(
+            "`{}` resolves to `{}`, outside the handlers folder; a sidecar may grant only directories inside the handlers folder or under a root listed in `[grants] dirs` of busbar.toml",
+            path.display(),
+            real.display()
+        ));
+    }
+    Ok(real)
+}
+
+/// `host:port` (or `[v6]:port`) split in two.
+fn host_port(entry: &str) -> Result<(&str, &str), String> {
+    let (host, port) = entry.rsplit_once(':').ok_or_else(|| format!("`{entry}` is not `host:port`"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("`{entry}` has no host"));
+    }
+    Ok((host, port))
+}
+
+/// One entry of `[grants] net`: the addresses sidecars may grant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetPattern {
+    /// The host's addresses; `None` for any host (`*`).
+    hosts: Option<Vec<std::net::IpAddr>>,
+    /// The port; `None` for any port (`*`).
+    port: Option<u16>,
+}
+
+impl NetPattern {
+    /// Reads `*`, `*:PORT`, `HOST:*` or `HOST:PORT` (a name is resolved now).
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        if entry.trim() == "*" {
+            return Ok(Self { hosts: None, port: None });
+        }
+        let (host, port) = host_port(entry)?;
+        let port = match port {
+            "*" => None,
+            p => Some(p.parse::<u16>().map_err(|_| format!("`{entry}`: the port must be a number or `*`"))?),
+        };
+        let hosts = match host {
+            "*" => None,
+            h => Some(match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(h, 0))
+                    .map_err(|e| format!("`{entry}`: cannot resolve `{h}`: {e}"))?
+                    .map(|a| a.ip())
+                    .collect(),
+            }),
+        };
+        Ok(Self { hosts, port })
+    }
+
+    /// Whether the pattern covers `addr`.
+    pub fn allows(&self, addr: &std::net::SocketAddr) -> bool {
+        self.port.is_none_or(|p| p == addr.port()) && self.hosts.as_ref().is_none_or(|h| h.contains(&addr.ip()))
+    }
 }
 
 /// The handler a file in the folder belongs to: the stem of `NAME.wasm` or
@@ -223,15 +380,9 @@ pub fn orphan_reason(dir: &Path, stem: &str) -> String {
 }
 
 /// The handler of `wasm`, with its sidecar applied.
-pub fn handler_file(wasm: &Path, defaults: &HandlerDefaults) -> Result<HandlerFile, String> {
+pub fn handler_file(wasm: &Path, rules: &Rules) -> Result<HandlerFile, String> {
     let stem = wasm.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-    let sidecar = wasm.with_extension("toml");
-    let policy = policy(&stem, &sidecar, defaults).map_err(|e| e.to_string())?;
-    if !sidecar.exists() {
-        crate::name::validate(&stem).map_err(|e| {
-            format!("the file name does not make a valid bus name ({e}); rename it or list `names` in a sidecar")
-        })?;
-    }
+    let policy = policy(&stem, &wasm.with_extension("toml"), rules).map_err(|e| e.to_string())?;
     Ok(HandlerFile { stem, wasm: wasm.to_path_buf(), policy })
 }
 
@@ -245,17 +396,17 @@ mod tests {
         let side = dir.path().join("order.toml");
         std::fs::write(&side, "names = [\"order.create\", \"order.update\"]\nretry = [\"3s\", \"10s\"]\ntimeout = \"2s\"\nmemory = \"32MiB\"\n")
             .expect("write");
-        let p = policy("order", &side, &HandlerDefaults::default()).expect("valid sidecar");
+        let p = policy("order", &side, &Rules::default()).expect("valid sidecar");
         assert_eq!(p.names, ["order.create", "order.update"]);
         assert_eq!(p.retry, [Duration::from_secs(3), Duration::from_secs(10)]);
         assert_eq!((p.timeout, p.memory), (Duration::from_secs(2), 32 << 20));
 
         std::fs::write(&side, "timout = \"2s\"\n").expect("write");
-        let e = policy("order", &side, &HandlerDefaults::default()).unwrap_err().to_string();
+        let e = policy("order", &side, &Rules::default()).unwrap_err().to_string();
         assert!(e.contains("timout") && e.contains("order.toml"), "{e}");
 
         std::fs::write(&side, "names = [\"_admin\"]\n").expect("write");
-        let e = policy("order", &side, &HandlerDefaults::default()).unwrap_err().to_string();
+        let e = policy("order", &side, &Rules::default()).unwrap_err().to_string();
         assert!(e.contains("reserved"), "{e}");
     }
 

@@ -128,7 +128,7 @@ pub fn gateway_routes() -> Router<Arc<Ops>> {
 }
 
 /// The largest request body the gateway reads.
-pub const GATEWAY_BODY_LIMIT: usize = 64 << 20;
+pub const GATEWAY_BODY_LIMIT: usize = crate::limits::MAX_MESSAGE as usize;
 
 /// How long `POST /call/NAME` waits for the reply unless `?timeout=` says.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -200,10 +200,10 @@ async fn call(
         Ok(node) => node,
         Err(failure) => return failure_response(&failure),
     };
-    let timeout = match query.timeout.as_deref().map(crate::units::parse_duration) {
+    let timeout = match query.timeout.as_deref().map(|t| crate::limits::call_timeout("?timeout=", t)) {
         None => DEFAULT_CALL_TIMEOUT,
         Some(Ok(timeout)) => timeout,
-        Some(Err(e)) => return failure_response(&Failure::new(FailureClass::Invalid, format!("?timeout=: {e}"))),
+        Some(Err(e)) => return failure_response(&Failure::new(FailureClass::Invalid, e)),
     };
     match node.call_with(&name, body.to_vec(), forwarded(&headers), timeout).await {
         Ok(reply) => ([(header::CONTENT_TYPE, "application/octet-stream")], reply).into_response(),

@@ -8,8 +8,11 @@
 //! Data flows one way: driver → bus core (node) → registry → runtime.
 //! - [`config`]: the node's TOML config, parsed strictly.
 //! - [`units`]: durations and byte sizes as people write them.
+//! - [`limits`]: the maximum of every value from outside; saturating deadlines.
 //! - [`name`]: valid bus names; `_` is reserved.
 //! - [`failure`]: failure classes and their retry rule, codes and exit codes.
+//! - [`fault`]: host errors on a delivery path become `failed` answers, never
+//!   a lost delivery; faults injected there in test builds.
 //! - [`delivery`]: the four delivery modes, the envelope, retry arithmetic.
 //! - [`driver`]: the `Driver`/`Connection`/`Inbound` traits;
 //!   [`driver::default`] is the in-process bus, [`driver::nats`] the shared
@@ -39,17 +42,22 @@ pub mod config;
 pub mod delivery;
 pub mod driver;
 pub mod failure;
+pub mod fault;
 pub mod gate;
 pub mod handlers;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod name;
 pub mod node;
+#[cfg(test)]
+mod outside_input;
 pub mod progress;
 pub mod registry;
 pub mod reload;
 pub mod runtime;
 pub mod stats;
+mod sync;
 pub mod toolkit;
 pub mod trace;
 pub mod units;

@@ -71,6 +71,7 @@ pub struct Metrics {
     dead_letters: Family<Name, Counter>,
     reloads: Family<Reload, Counter>,
     in_flight: Gauge,
+    host_errors: Counter,
     handlers: Gauge,
     pool_idle: Gauge,
 }
@@ -109,6 +110,12 @@ impl Metrics {
         );
         let in_flight = Gauge::default();
         registry.register("invocations_in_flight", "Invocations running now", in_flight.clone());
+        let host_errors = Counter::default();
+        registry.register(
+            "host_errors",
+            "Deliveries that met a host error (a bug in busbar, answered as `failed`; the node log has details)",
+            host_errors.clone(),
+        );
         let handlers = Gauge::default();
         registry.register("handlers", "Handler files loaded and serving", handlers.clone());
         let pool = Gauge::<u64, AtomicU64>::default();
@@ -130,6 +137,7 @@ impl Metrics {
             dead_letters,
             reloads,
             in_flight,
+            host_errors,
             handlers,
             pool_idle,
         }
@@ -176,10 +184,15 @@ impl Metrics {
     }
 
     fn series(&self, name: &str) -> Arc<Series> {
-        if let Some(series) = self.series.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+        if let Some(series) = crate::sync::read(&self.series).get(name) {
             return series.clone();
         }
-        self.series.write().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_default().clone()
+        crate::sync::write(&self.series).entry(name.to_string()).or_default().clone()
+    }
+
+    /// Records a host error on a delivery path (see [`crate::fault`]).
+    pub fn record_host_error(&self) {
+        self.host_errors.inc();
     }
 
     /// Records a reload: `applied` changes and `rejected` files.

@@ -12,15 +12,26 @@ pub enum NameError {
     /// The name has an empty dot-separated token, or NATS wildcards.
     #[error("name `{0}` must be dot-separated, non-empty tokens without `*` or `>` (e.g. `order.paid`)")]
     Malformed(String),
+    /// The name is longer than [`MAX_LEN`] bytes.
+    #[error("name `{0}…` is longer than {MAX_LEN} bytes")]
+    TooLong(String),
     /// The name starts with `_`, reserved for the bus's control channels.
     #[error("name `{0}` starts with `_`, which is reserved for busbar's control channels")]
     Reserved(String),
 }
 
+/// The longest name, in bytes (it becomes part of NATS subjects and stream
+/// consumer names).
+pub const MAX_LEN: usize = 256;
+
 /// Checks a name a handler wants to serve or a caller wants to reach.
 pub fn validate(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
+    }
+    if name.len() > MAX_LEN {
+        let shown: String = name.chars().take(32).collect();
+        return Err(NameError::TooLong(shown));
     }
     if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(NameError::Whitespace(name.into()));

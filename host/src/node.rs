@@ -10,6 +10,7 @@ use crate::delivery::{Envelope, Headers, Mode};
 use crate::driver::default::DefaultDriver;
 use crate::driver::{Connection, DeadLetter, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec};
 use crate::failure::{Failure, FailureClass};
+use crate::fault::Point;
 use crate::handlers::{self, Skipped};
 use crate::metrics::Metrics;
 use crate::progress::{self, Progress};
@@ -71,6 +72,8 @@ pub struct Node {
 struct Core {
     me: Weak<Core>,
     config: Config,
+    /// What sidecars are read against (from `config`).
+    rules: handlers::Rules,
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
     /// How the start-up load shows its progress.
@@ -193,6 +196,7 @@ impl NodeBuilder {
         let metrics = self.metrics.unwrap_or_else(|| Arc::new(Metrics::new(u64::from(runtime.pool_size()))));
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
+            rules: handlers::Rules::of(&self.config),
             config: self.config,
             runtime,
             metrics,
@@ -275,15 +279,16 @@ impl Core {
                 FailureClass::Invalid,
                 format!(
                     "the payload of {} is larger than handler `{}` accepts ({}, its `max_payload`)",
-                    crate::runtime::human_bytes(size),
+                    crate::units::human_bytes(size),
                     handler.stem,
-                    crate::runtime::human_bytes(policy.max_payload)
+                    crate::units::human_bytes(policy.max_payload)
                 ),
             ));
         }
-        let own = Instant::now() + policy.timeout;
+        let own = crate::limits::deadline_in(policy.timeout);
         let deadline = envelope.deadline.map_or(own, |d| d.min(own));
         let _slot = handler.gate.enter(&handler.stem, deadline).await?;
+        crate::fault::point(Point::Deliver, &envelope.name);
         let invoke = Invoke {
             handler: handler.stem.clone(),
             envelope,
@@ -304,8 +309,8 @@ impl Core {
                 format!(
                     "handler `{}` replied with {}, more than its `max_reply` of {}; the reply was dropped",
                     handler.stem,
-                    crate::runtime::human_bytes(size),
-                    crate::runtime::human_bytes(policy.max_reply)
+                    crate::units::human_bytes(size),
+                    crate::units::human_bytes(policy.max_reply)
                 ),
             ));
         }
@@ -319,8 +324,7 @@ impl Core {
             handlers::stems(dir).map_err(|source| StartError::Folder { path: dir.display().to_string(), source })?;
         let mut set = self.handlers.blocking_lock();
         let progress = Progress::start(stems.len(), self.progress);
-        let changes =
-            reload::apply(&self.runtime, dir, &self.config.handlers, &mut set, &stems, &|stem| progress.step(stem));
+        let changes = reload::apply(&self.runtime, dir, &self.rules, &mut set, &stems, &|stem| progress.step(stem));
         drop(progress);
         let table = self.table(&set, &[]);
         let mut report = LoadReport::default();
@@ -352,11 +356,10 @@ impl Core {
     async fn reload(&self, stems: Vec<String>) {
         let started = Instant::now();
         let mut set = self.handlers.lock().await;
-        let (runtime, dir, defaults) =
-            (self.runtime.clone(), self.config.node.handlers.clone(), self.config.handlers.clone());
+        let (runtime, dir, rules) = (self.runtime.clone(), self.config.node.handlers.clone(), self.rules.clone());
         let mut working = set.clone();
         let applied = tokio::task::spawn_blocking(move || {
-            let changes = reload::apply(&runtime, &dir, &defaults, &mut working, &stems, &|_| {});
+            let changes = reload::apply(&runtime, &dir, &rules, &mut working, &stems, &|_| {});
             (changes, working)
         })
         .await;
@@ -504,7 +507,9 @@ impl Inbound for Core {
         );
         let start = Instant::now();
         let in_flight = self.metrics.start();
-        let result = self.run(&route, envelope, trace, me).instrument(span.clone()).await;
+        let result = crate::fault::guard(Point::Deliver, &name, &self.metrics, self.run(&route, envelope, trace, me))
+            .instrument(span.clone())
+            .await;
         drop(in_flight);
         let elapsed = start.elapsed();
         route.counters.record(elapsed, result.is_err());
@@ -557,14 +562,37 @@ impl Outbound for Core {
         headers: Headers,
         timeout: Duration,
     ) -> Result<Vec<u8>, Failure> {
+        match mode {
+            Mode::Dispatch => self.enqueue(name, payload, headers).await.map(|_| Vec::new()),
+            Mode::Call | Mode::Broadcast | Mode::Rolecast => {
+                crate::name::validate(name).map_err(|e| Failure::new(FailureClass::Invalid, e.to_string()))?;
+                let conn = self.outgoing()?;
+                crate::fault::guard(Point::Send, name, &self.metrics, async {
+                    crate::fault::point(Point::Send, name);
+                    match mode {
+                        Mode::Broadcast => conn.publish(name, payload, headers, Fanout::All).await.map(|()| Vec::new()),
+                        Mode::Rolecast => {
+                            conn.publish(name, payload, headers, Fanout::PerGroup).await.map(|()| Vec::new())
+                        }
+                        _ => conn.request(name, payload, headers, timeout).await,
+                    }
+                })
+                .await
+            }
+        }
+    }
+}
+
+impl Core {
+    /// Queues a dispatch to `name` over the next connection.
+    async fn enqueue(&self, name: &str, payload: Vec<u8>, headers: Headers) -> Result<Receipt, Failure> {
         crate::name::validate(name).map_err(|e| Failure::new(FailureClass::Invalid, e.to_string()))?;
         let conn = self.outgoing()?;
-        match mode {
-            Mode::Call => conn.request(name, payload, headers, timeout).await,
-            Mode::Dispatch => conn.enqueue(name, payload, headers).await.map(|_| Vec::new()),
-            Mode::Broadcast => conn.publish(name, payload, headers, Fanout::All).await.map(|()| Vec::new()),
-            Mode::Rolecast => conn.publish(name, payload, headers, Fanout::PerGroup).await.map(|()| Vec::new()),
-        }
+        crate::fault::guard(Point::Send, name, &self.metrics, async {
+            crate::fault::point(Point::Send, name);
+            conn.enqueue(name, payload, headers).await
+        })
+        .await
     }
 }
 
@@ -597,9 +625,7 @@ impl Node {
 
     /// Queues work for service `name`; returns once the bus accepted it.
     pub async fn dispatch(&self, name: &str, payload: Vec<u8>) -> Result<Receipt, Failure> {
-        crate::name::validate(name).map_err(|e| Failure::new(FailureClass::Invalid, e.to_string()))?;
-        let conn = self.core.outgoing()?;
-        conn.enqueue(name, payload, Headers::new()).await
+        self.core.enqueue(name, payload, Headers::new()).await
     }
 
     /// Sends an event to every listener of `name`.
@@ -679,7 +705,7 @@ impl Node {
     /// Starts applying changes of the handlers folder live (see
     /// [`NodeBuilder::watch`]); a second call changes nothing.
     pub fn watch(&self) -> notify::Result<()> {
-        let mut watching = self.core.watch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut watching = crate::sync::lock(&self.core.watch);
         if watching.is_some() {
             return Ok(());
         }
@@ -715,7 +741,7 @@ impl Node {
     /// Stops receiving and closes every connection.
     pub async fn stop(&self) {
         // No more changes of the folder: they would register names again.
-        drop(self.core.watch.lock().unwrap_or_else(|e| e.into_inner()).take());
+        drop(crate::sync::lock(&self.core.watch).take());
         if let Some(out) = self.core.outgoing.get() {
             for c in &out.connections {
                 if let Err(e) = c.stop().await {

@@ -95,17 +95,17 @@ pub struct Registry {
 impl Registry {
     /// The route for `name` of `kind`.
     pub fn lookup(&self, kind: Kind, name: &str) -> Option<Route> {
-        self.table.read().unwrap_or_else(|e| e.into_inner()).get(kind, name).cloned()
+        crate::sync::read(&self.table).get(kind, name).cloned()
     }
 
     /// The current table.
     pub fn snapshot(&self) -> Arc<Table> {
-        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::sync::read(&self.table).clone()
     }
 
     /// Makes `table` the current table, in one step.
     pub fn replace(&self, table: Table) {
-        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        *crate::sync::write(&self.table) = Arc::new(table);
     }
 
     /// Every name served, with its kind, sorted.

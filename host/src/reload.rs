@@ -4,8 +4,7 @@
 //! the previous version of a handler whose new file does not validate. The
 //! bus core turns the resulting set into a routing table and swaps it in.
 
-use crate::config::HandlerDefaults;
-use crate::handlers;
+use crate::handlers::{self, Rules};
 use crate::registry::Loaded;
 use crate::runtime::{Runtime, content_hash};
 use std::collections::BTreeMap;
@@ -134,7 +133,7 @@ impl fmt::Display for Change {
 fn examine(
     runtime: &Runtime,
     dir: &Path,
-    defaults: &HandlerDefaults,
+    rules: &Rules,
     stem: &str,
     current: Option<&Arc<Loaded>>,
     wasm: Wasm,
@@ -156,7 +155,7 @@ fn examine(
             };
         }
     };
-    let file = match handlers::handler_file(&dir.join(format!("{stem}.wasm")), defaults) {
+    let file = match handlers::handler_file(&dir.join(format!("{stem}.wasm")), rules) {
         Ok(file) => file,
         Err(reason) => return keep(reason),
     };
@@ -186,13 +185,13 @@ fn examine(
 pub fn apply(
     runtime: &Runtime,
     dir: &Path,
-    defaults: &HandlerDefaults,
+    rules: &Rules,
     set: &mut HandlerSet,
     stems: &[String],
     progress: &(dyn Fn(&str) + Sync),
 ) -> Vec<(String, Change)> {
     let examined = parallel(stems, |stem| {
-        let result = examine_stem(runtime, dir, defaults, set, stem);
+        let result = examine_stem(runtime, dir, rules, set, stem);
         progress(stem);
         result
     });
@@ -219,7 +218,7 @@ pub fn apply(
 fn examine_stem(
     runtime: &Runtime,
     dir: &Path,
-    defaults: &HandlerDefaults,
+    rules: &Rules,
     set: &HandlerSet,
     stem: &str,
 ) -> (Change, Option<Arc<Loaded>>, String) {
@@ -229,7 +228,7 @@ fn examine_stem(
         // The very files rejected last time: nothing new to say.
         return (Change::Unchanged, set.get(stem).cloned(), seen);
     }
-    let (change, kept) = examine(runtime, dir, defaults, stem, set.get(stem), wasm);
+    let (change, kept) = examine(runtime, dir, rules, stem, set.get(stem), wasm);
     (change, kept, seen)
 }
 

@@ -43,15 +43,15 @@ pub struct StatsTable {
 impl StatsTable {
     /// The counters of `name`, created on first use.
     pub fn counters(&self, name: &str) -> Arc<Counters> {
-        if let Some(c) = self.names.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+        if let Some(c) = crate::sync::read(&self.names).get(name) {
             return c.clone();
         }
-        self.names.write().unwrap_or_else(|e| e.into_inner()).entry(name.into()).or_default().clone()
+        crate::sync::write(&self.names).entry(name.into()).or_default().clone()
     }
 
     /// A snapshot, sorted by name.
     pub fn snapshot(&self, node: &str) -> Vec<NameStats> {
-        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        let names = crate::sync::read(&self.names);
         let mut out: Vec<NameStats> = names
             .iter()
             .map(|(name, c)| {

@@ -20,7 +20,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" => return Err(format!("`{text}` has no unit; write e.g. \"{text}s\" or \"{text}ms\"")),
         other => return Err(format!("`{other}` in `{text}` is not a time unit (ns, us, ms, s, m, h)")),
     };
-    Duration::try_from_secs_f64(value * seconds).map_err(|e| format!("`{text}`: {e}"))
+    let duration = Duration::try_from_secs_f64(value * seconds).map_err(|e| format!("`{text}`: {e}"))?;
+    if duration > crate::limits::MAX_DURATION {
+        return Err(format!(
+            "`{text}` is longer than any busbar duration may be (at most {})",
+            format_duration(crate::limits::MAX_DURATION)
+        ));
+    }
+    Ok(duration)
 }
 
 /// Parses a byte size: a plain integer, or a number with `B`, `KiB`, `MiB`,
@@ -43,11 +50,23 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     value.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// `64 MiB`, `512 KiB`, `17 B`.
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 => format!("{:.0} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.0} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
 /// Formats a duration the way the config accepts it back.
 pub fn format_duration(d: Duration) -> String {
     let ns = d.as_nanos();
     match ns {
         0 => "0s".into(),
+        n if n % 3_600_000_000_000 == 0 => format!("{}h", n / 3_600_000_000_000),
+        n if n % 60_000_000_000 == 0 => format!("{}m", n / 60_000_000_000),
         n if n % 1_000_000_000 == 0 => format!("{}s", n / 1_000_000_000),
         n if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
         n if n % 1_000 == 0 => format!("{}us", n / 1_000),

@@ -25,7 +25,7 @@ impl WeightedPicker {
             0 => None,
             1 => Some(0),
             _ => {
-                let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+                let mut current = crate::sync::lock(&self.current);
                 let total: i64 = self.weights.iter().sum();
                 let mut best = 0;
                 for (i, w) in self.weights.iter().enumerate() {

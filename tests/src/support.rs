@@ -11,6 +11,10 @@ use busbar::{Config, FailureClass, Node, NodeBuilder};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+/// How long a test waits for an answer that should come at once: generous
+/// on a loaded 2-core machine, short enough that a hang fails the test.
+pub const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The five failure classes a handler can answer, as the `fail` guest
 /// spells them (`CLASS:message`) and as the caller receives them.
 pub const HANDLER_CLASSES: [(&str, FailureClass); 5] = [
@@ -315,4 +319,56 @@ pub async fn eventually(limit: std::time::Duration, mut check: impl AsyncFnMut()
 /// Requests served for `name` on `node`.
 pub fn served(node: &Node, name: &str) -> u64 {
     node.local_stats().iter().find(|s| s.name == name).map_or(0, |s| s.requests)
+}
+
+/// Hand-written components (WAT) that no guest toolchain makes: a
+/// `busbar:handler/service@0.1.0` export whose `handle` is built from
+/// `lift` (a component-level func definition) over the core module `core`,
+/// with the busbar types imported the way `wit-component` does it, plus any
+/// `imports`.
+pub fn service_component(imports: &str, core: &str, instantiate: &str, lift: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(component
+  (import "busbar:handler/types@0.1.0" (instance $types
+    (type $delivery (enum "call" "dispatch" "broadcast" "rolecast"))
+    (export "delivery" (type $delivery-e (eq $delivery)))
+    (type $context (record
+      (field "name" string)
+      (field "delivery" $delivery-e)
+      (field "attempt" u32)
+      (field "final" bool)
+      (field "time-left-ms" u64)
+      (field "headers" (list (tuple string string)))))
+    (export "context" (type (eq $context)))
+    (type $failure (variant
+      (case "invalid" string) (case "denied" string) (case "unauthorized" string)
+      (case "retry" string) (case "failed" string)))
+    (export "failure" (type (eq $failure)))))
+  (alias export $types "context" (type $context))
+  (alias export $types "failure" (type $failure))
+  {imports}
+  (core module $m
+    {core}
+    (memory (export "memory") 1)
+    (global $heap (mut i32) (i32.const 1024))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (global.get $heap))
+      (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get 3)) (i32.const 7)) (i32.const -8)))
+      (local.get $p)))
+  (core instance $i (instantiate $m {instantiate}))
+  {lift}
+  (instance $service (export "handle" (func $handle)))
+  (export "busbar:handler/service@0.1.0" (instance $service)))"#
+    );
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("the WAT is valid: {e}\n{text}"))
+}
+
+/// The lift of a `handle` with busbar's service signature over core export `handle`.
+pub const SERVICE_LIFT: &str = r#"(func $handle (param "ctx" $context) (param "payload" (list u8)) (result (result (list u8) (error $failure)))
+    (canon lift (core func $i "handle") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))"#;
+
+/// A core `handle` of the service signature's flattened shape that runs `body`.
+pub fn core_handle(body: &str) -> String {
+    format!("(func (export \"handle\") (param i32 i32 i32 i32 i32 i64 i32 i32 i32 i32) (result i32) {body})")
 }

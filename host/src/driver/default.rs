@@ -16,7 +16,7 @@ use crate::stats::{Kind, NameStats, NodeInfo, ServiceInfo, rfc3339};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio_util::task::TaskTracker;
 
 /// Dead letters kept per hub before the oldest are dropped (with a warning).
@@ -66,8 +66,8 @@ impl Member {
 
     fn serves(&self, kind: Kind, name: &str) -> bool {
         match kind {
-            Kind::Service => self.services.read().unwrap_or_else(|e| e.into_inner()).contains_key(name),
-            Kind::Message => self.messages.read().unwrap_or_else(|e| e.into_inner()).contains(name),
+            Kind::Service => crate::sync::read(&self.services).contains_key(name),
+            Kind::Message => crate::sync::read(&self.messages).contains(name),
         }
     }
 }
@@ -76,7 +76,7 @@ impl Hub {
     /// Every node serving `name`, once per node even when the node reaches
     /// this hub through several connections.
     fn serving(&self, kind: Kind, name: &str) -> Vec<Arc<Member>> {
-        let members = self.members.read().unwrap_or_else(|e| e.into_inner());
+        let members = crate::sync::read(&self.members);
         let mut seen = HashSet::new();
         members
             .iter()
@@ -87,7 +87,7 @@ impl Hub {
 
     /// One member serving `name`, in turn.
     fn pick(&self, kind: Kind, name: &str) -> Option<Arc<Member>> {
-        let members = self.members.read().unwrap_or_else(|e| e.into_inner());
+        let members = crate::sync::read(&self.members);
         let n = members.len();
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         (0..n).map(|i| &members[(start + i) % n]).find(|m| m.serves(kind, name)).cloned()
@@ -95,7 +95,7 @@ impl Hub {
 
     fn dead_letter(&self, letter: DeadLetter) {
         tracing::warn!(name = %letter.name, id = %letter.id, attempts = letter.attempts, "dispatch dead-lettered: {}", letter.failure);
-        let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dead = crate::sync::lock(&self.dead);
         if dead.len() >= DEAD_LETTER_LIMIT
             && let Some(old) = dead.pop_front()
         {
@@ -106,7 +106,7 @@ impl Hub {
 
     /// Removes and returns the dead letters of `name`.
     fn take_dead(&self, name: &str) -> Vec<DeadLetter> {
-        let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dead = crate::sync::lock(&self.dead);
         let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut *dead).into_iter().partition(|l| l.name == name);
         *dead = kept.into();
         taken
@@ -198,14 +198,14 @@ struct DefaultConnection {
 
 impl DefaultConnection {
     fn leave(&self) {
-        self.hub.members.write().unwrap_or_else(|e| e.into_inner()).retain(|m| m.id != self.member.id);
+        crate::sync::write(&self.hub.members).retain(|m| m.id != self.member.id);
     }
 }
 
 #[async_trait::async_trait]
 impl Connection for DefaultConnection {
     async fn start(&self) -> Result<(), DriverError> {
-        let mut members = self.hub.members.write().unwrap_or_else(|e| e.into_inner());
+        let mut members = crate::sync::write(&self.hub.members);
         if !members.iter().any(|m| m.id == self.member.id) {
             members.push(self.member.clone());
         }
@@ -228,26 +228,22 @@ impl Connection for DefaultConnection {
     }
 
     async fn register_service(&self, name: &str, spec: &ServiceSpec) -> Result<(), DriverError> {
-        self.member
-            .services
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.into(), spec.retry.as_slice().into());
+        crate::sync::write(&self.member.services).insert(name.into(), spec.retry.as_slice().into());
         Ok(())
     }
 
     async fn register_message(&self, name: &str) -> Result<(), DriverError> {
-        self.member.messages.write().unwrap_or_else(|e| e.into_inner()).insert(name.into());
+        crate::sync::write(&self.member.messages).insert(name.into());
         Ok(())
     }
 
     async fn unregister_service(&self, name: &str) -> Result<(), DriverError> {
-        self.member.services.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        crate::sync::write(&self.member.services).remove(name);
         Ok(())
     }
 
     async fn unregister_message(&self, name: &str) -> Result<(), DriverError> {
-        self.member.messages.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        crate::sync::write(&self.member.messages).remove(name);
         Ok(())
     }
 
@@ -260,19 +256,13 @@ impl Connection for DefaultConnection {
     ) -> Result<Vec<u8>, Failure> {
         let member = self.hub.pick(Kind::Service, name).ok_or_else(|| Failure::not_found(name))?;
         let mut envelope = Envelope::once(name, Mode::Call, payload, headers);
-        envelope.deadline = Some(Instant::now() + timeout);
+        envelope.deadline = Some(crate::limits::deadline_in(timeout));
         member.deliver(envelope).await
     }
 
     async fn enqueue(&self, name: &str, payload: Vec<u8>, headers: Headers) -> Result<Receipt, Failure> {
         let member = self.hub.pick(Kind::Service, name).ok_or_else(|| Failure::not_found(name))?;
-        let retry = member
-            .services
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| Arc::new([]));
+        let retry = crate::sync::read(&member.services).get(name).cloned().unwrap_or_else(|| Arc::new([]));
         let id = format!("d{}", self.hub.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let hub = self.hub.clone();
@@ -313,12 +303,12 @@ impl Connection for DefaultConnection {
     }
 
     async fn stats(&self) -> Result<Vec<NameStats>, DriverError> {
-        let members = self.hub.members.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let members = crate::sync::read(&self.hub.members).clone();
         Ok(members.iter().filter_map(|m| m.inbound.upgrade()).flat_map(|n| n.stats()).collect())
     }
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, DriverError> {
-        let members = self.hub.members.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let members = crate::sync::read(&self.hub.members).clone();
         let now = rfc3339(SystemTime::now());
         Ok(members
             .iter()
@@ -328,14 +318,14 @@ impl Connection for DefaultConnection {
     }
 
     async fn services(&self) -> Result<Vec<ServiceInfo>, DriverError> {
-        let members = self.hub.members.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let members = crate::sync::read(&self.hub.members).clone();
         let mut by_name: BTreeMap<(String, Kind), Vec<String>> = BTreeMap::new();
         for m in &members {
             let Some(node) = m.inbound.upgrade().map(|n| n.info().node) else { continue };
-            for name in m.services.read().unwrap_or_else(|e| e.into_inner()).keys() {
+            for name in crate::sync::read(&m.services).keys() {
                 by_name.entry((name.clone(), Kind::Service)).or_default().push(node.clone());
             }
-            for name in m.messages.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            for name in crate::sync::read(&m.messages).iter() {
                 by_name.entry((name.clone(), Kind::Message)).or_default().push(node.clone());
             }
         }
@@ -343,7 +333,7 @@ impl Connection for DefaultConnection {
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, DriverError> {
-        Ok(self.hub.dead.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect())
+        Ok(crate::sync::lock(&self.hub.dead).iter().cloned().collect())
     }
 
     async fn replay_dead_letters(&self, name: &str) -> Result<usize, DriverError> {

@@ -39,13 +39,13 @@ impl GuestLog {
     /// Ends an invocation's output: emits the unfinished line and resets
     /// the allowance for the next invocation of a reused store.
     pub(crate) fn finish(&self) {
-        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lines = crate::sync::lock(&self.0);
         lines.flush();
         lines.written = 0;
     }
 
     fn write(&self, bytes: &[u8]) {
-        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lines = crate::sync::lock(&self.0);
         lines.push(bytes);
     }
 }

@@ -9,10 +9,11 @@ mod cache;
 mod grants;
 mod guest_log;
 mod sandbox;
+mod signature;
 mod warm;
 
 pub use grants::{DirGrant, Grants};
-pub use sandbox::{Outbound, human_bytes};
+pub use sandbox::Outbound;
 
 use crate::delivery::{Envelope, Mode};
 use crate::failure::{Failure, FailureClass};
@@ -265,7 +266,23 @@ impl Runtime {
             let found = if export_names.is_empty() { "nothing".into() } else { export_names.join(", ") };
             return Err(LoadError::NoHandlerExport(found));
         }
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        if exports.service {
+            signature::check::<(types::Context, Vec<u8>), (Result<Vec<u8>, types::Failure>,)>(
+                &self.engine,
+                &component,
+                SERVICE_EXPORT,
+                "func(ctx: context, payload: list<u8>) -> result<list<u8>, failure>",
+            )?;
+        }
+        if exports.message {
+            signature::check::<(types::Context, Vec<u8>), (Result<(), types::Failure>,)>(
+                &self.engine,
+                &component,
+                MESSAGE_EXPORT,
+                "func(ctx: context, payload: list<u8>) -> result<_, failure>",
+            )?;
+        }
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(link_error(&e)))?;
         let service = match exports.service {
             true => Some(
                 service::GuestIndices::new(&pre).map_err(|e| LoadError::Signature(SERVICE_EXPORT, format!("{e:#}")))?,
@@ -313,7 +330,8 @@ impl Runtime {
         let Invoke { handler, envelope, timeout, memory, max_depth, max_calls, grants, outbound, reuse, trace } =
             invoke;
         let start = Instant::now();
-        let deadline = envelope.deadline.map_or(start + timeout, |d| d.min(start + timeout));
+        let own = crate::limits::later(start, timeout);
+        let deadline = envelope.deadline.map_or(own, |d| d.min(own));
         let budget = deadline.saturating_duration_since(start);
         let export = match (envelope.mode.is_service(), &compiled.service, &compiled.message) {
             (true, Some(service), _) => Export::Service(service),
@@ -426,11 +444,13 @@ fn timed_out(handler: &str, budget: Duration) -> Failure {
     )
 }
 
-/// Turns a wasmtime error into the failure a caller sees.
+/// Turns a wasmtime error into the failure a caller sees: the cause first;
+/// the wasm backtrace only in the debug log.
 fn classify(handler: &str, error: &wasmtime::Error, refused: Option<String>, budget: Duration) -> Failure {
     if error.is::<Interrupted>() {
         return timed_out(handler, budget);
     }
+    tracing::debug!(handler, "trap details: {error:?}");
     if let Some(refused) = refused {
         return Failure::new(FailureClass::Trapped, format!("handler `{handler}` trapped: {refused}"));
     }
@@ -441,8 +461,50 @@ fn classify(handler: &str, error: &wasmtime::Error, refused: Option<String>, bud
             "out-of-bounds memory access (a stack overflow of the guest's own stack, or a bad pointer)".to_string()
         }
         Some(trap) => trap.to_string(),
-        None => format!("{error:#}"),
+        None => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) => format!("it exited with status {} (WASI `exit`)", exit.0),
+            None => cause(error),
+        },
     };
-    tracing::debug!(handler, "trap details: {error:?}");
     Failure::new(FailureClass::Trapped, format!("handler `{handler}` trapped: {reason}"))
+}
+
+/// What an error says, outermost first, without the wasm backtrace wasmtime
+/// attaches as context (that goes to the debug log).
+fn cause(error: &wasmtime::Error) -> String {
+    // The backtrace is a context of its own (`WasmBacktrace` is no error
+    // type to downcast a chain link to): known by its display.
+    let parts: Vec<String> = error
+        .chain()
+        .map(|e| e.to_string())
+        .filter(|m| !m.starts_with("error while executing at wasm backtrace"))
+        .collect();
+    if parts.is_empty() { error.root_cause().to_string() } else { parts.join(": ") }
+}
+
+/// A link error of a component, the missing function first: wasmtime says
+/// "component imports instance `I`, but a matching implementation was not
+/// found in the linker: instance export `f` has the wrong type: function
+/// implementation is missing".
+fn link_error(error: &wasmtime::Error) -> String {
+    let messages: Vec<String> = error.chain().map(|e| e.to_string()).collect();
+    let quoted = |m: &str, after: &str| -> Option<String> {
+        let rest = m.strip_prefix(after)?;
+        let start = rest.find('`')? + 1;
+        let end = start + rest[start..].find('`')?;
+        Some(rest[start..end].to_string())
+    };
+    let import = messages.first().and_then(|m| quoted(m, "component imports "));
+    let export = messages.iter().rev().find_map(|m| quoted(m, "instance export "));
+    let last = messages.last().cloned().unwrap_or_default();
+    match (import, export) {
+        (Some(import), Some(export)) if last.ends_with("implementation is missing") => {
+            format!("it imports `{export}` of `{import}`, which busbar does not provide")
+        }
+        (Some(import), Some(export)) => {
+            format!("its import `{export}` of `{import}` does not match what busbar provides ({last})")
+        }
+        (Some(import), None) => format!("it imports `{import}`, which busbar does not provide ({last})"),
+        _ => cause(error),
+    }
 }

@@ -114,7 +114,7 @@ impl Sandbox {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = timeout.map_or(left, |ms| Duration::from_millis(ms).min(left));
-        let mut headers = vec![(DEPTH_HEADER.to_string(), (depth + 1).to_string())];
+        let mut headers = vec![(DEPTH_HEADER.to_string(), depth.saturating_add(1).to_string())];
         trace.add_to(&mut headers);
         outbound.send(mode, &name, payload, headers, timeout).await.map_err(Into::into)
     }
@@ -154,8 +154,8 @@ impl MemoryLimiter {
         Some(match self.exceeded? {
             Refused::Memory(desired) => format!(
                 "memory limit of {} exceeded (the guest asked for {})",
-                human_bytes(self.limit as u64),
-                human_bytes(desired as u64)
+                crate::units::human_bytes(self.limit as u64),
+                crate::units::human_bytes(desired as u64)
             ),
             Refused::Table(desired, limit) => {
                 format!("table limit of {limit} elements exceeded (the guest asked for {desired})")
@@ -183,16 +183,6 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             return Ok(false);
         }
         Ok(true)
-    }
-}
-
-/// `64 MiB`, `512 KiB`, `17 B`.
-pub fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
-        n if n >= 1 << 20 => format!("{:.0} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.0} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
     }
 }
 

@@ -73,7 +73,7 @@ impl Idle {
         if self.len.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list = crate::sync::lock(&self.list);
         let warm = list.pop()?;
         self.len.store(list.len(), Ordering::Release);
         self.budget.release(1);
@@ -84,7 +84,7 @@ impl Idle {
     /// Keeps `warm` for a later invocation, or drops it when the handler's
     /// list or the process's budget is full.
     pub(crate) fn put(&self, warm: Warm) {
-        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list = crate::sync::lock(&self.list);
         if list.len() < PER_HANDLER && self.budget.reserve() {
             list.push(warm);
             self.len.store(list.len(), Ordering::Release);
@@ -97,7 +97,7 @@ impl Idle {
             return;
         }
         let dropped = {
-            let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+            let mut list = crate::sync::lock(&self.list);
             self.len.store(0, Ordering::Release);
             std::mem::take(&mut *list)
         };

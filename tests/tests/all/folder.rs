@@ -2,10 +2,14 @@
 //! reason and the rest load; sidecars set names and policy; compiled
 //! artifacts are cached across starts.
 
+use busbar::FailureClass;
 use busbar::driver::default::DefaultDriver;
 use busbar::runtime::{Runtime, RuntimeOptions};
 use busbar::{Config, NodeBuilder};
-use busbar_tests::support::{Folder, capture_logs, guest, start, start_on, wrong_world_guest};
+use busbar_tests::support::{
+    Folder, SERVICE_LIFT, capture_logs, core_handle, guest, service_component, start, start_on, start_watching,
+    wrong_world_guest,
+};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,4 +115,80 @@ async fn loading_a_large_folder_reports_its_progress_in_plain_lines() {
     let steps: Vec<&str> = text.lines().filter(|l| l.contains(" of 23 handlers")).collect();
     assert_eq!(steps.len(), 10, "one line per tenth: {steps:#?}");
     assert!(steps.last().is_some_and(|l| l.contains("loaded 23 of 23 handlers")), "{steps:#?}");
+}
+
+/// A service whose `handle` takes only the payload and returns bytes: the
+/// export exists, under the right name, with the wrong type.
+fn wrong_signature() -> Vec<u8> {
+    let core = "(func (export \"handle\") (param i32 i32) (result i32) unreachable)";
+    let lift = r#"(func $handle (param "payload" (list u8)) (result (list u8))
+    (canon lift (core func $i "handle") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))"#;
+    service_component("", core, "", lift)
+}
+
+#[tokio::test]
+async fn a_wrong_export_signature_is_refused_at_load_and_the_old_version_keeps_serving() {
+    let folder = Folder::with(&["echo"]);
+    let node = start_watching(&folder).await;
+    folder.put("echo.wasm", &wrong_signature());
+    let rejected = busbar_tests::support::eventually(SECOND, async || node.reloads().rejected == 1).await;
+    assert!(rejected, "not rejected: {:?}", node.reloads());
+    assert_eq!(node.call("echo", b"old".to_vec(), SECOND).await, Ok(b"old".to_vec()));
+
+    let error = busbar_tests::support::runtime().load(&wrong_signature()).err().expect("refused").to_string();
+    assert!(
+        error.contains("busbar:handler/service@0.1.0")
+            && error.contains("`handle` is `func(payload: list<u8>) -> list<u8>`")
+            && error.contains("expects `func(ctx: context, payload: list<u8>) -> result<list<u8>, failure>`"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_import_names_the_function_first() {
+    let imports = r#"(import "wasi:cli/environment@0.2.0" (instance $env (export "get-everything" (func (result u32)))))
+  (alias export $env "get-everything" (func $get))
+  (core func $get-core (canon lower (func $get)))"#;
+    let core = format!("(import \"env\" \"get\" (func (result i32))) {}", core_handle("unreachable"));
+    let bytes =
+        service_component(imports, &core, "(with \"env\" (instance (export \"get\" (func $get-core))))", SERVICE_LIFT);
+    let error = busbar_tests::support::runtime().load(&bytes).err().expect("refused").to_string();
+    let function = error.find("`get-everything`").unwrap_or(usize::MAX);
+    let interface = error.find("`wasi:cli/environment@0.2.0`").unwrap_or(0);
+    assert!(function < interface, "the missing function comes first: {error}");
+    assert!(error.contains("which busbar does not provide"), "{error}");
+}
+
+#[tokio::test]
+async fn a_guest_that_exits_reports_its_status_before_anything_else() {
+    let imports = r#"(import "wasi:cli/exit@0.2.0" (instance $exit (export "exit" (func (param "status" (result))))))
+  (alias export $exit "exit" (func $exit-fn))
+  (core func $exit-core (canon lower (func $exit-fn)))"#;
+    let core = format!(
+        "(import \"wasi\" \"exit\" (func $exit (param i32))) {}",
+        core_handle("(call $exit (i32.const 1)) unreachable")
+    );
+    let bytes = service_component(
+        imports,
+        &core,
+        "(with \"wasi\" (instance (export \"exit\" (func $exit-core))))",
+        SERVICE_LIFT,
+    );
+    let folder = Folder::with(&[]);
+    folder.write("quits.wasm", &bytes);
+    let node = start(&folder).await;
+    let trapped = node.call("quits", vec![], SECOND).await.expect_err("it exits");
+    assert_eq!(trapped.class, FailureClass::Trapped);
+    assert_eq!(trapped.message, "handler `quits` trapped: it exited with status 1 (WASI `exit`)");
+}
+
+#[tokio::test]
+async fn a_reserved_file_name_without_a_sidecar_names_the_file_itself() {
+    let folder = Folder::with(&["echo"]);
+    folder.add("echo", "_control");
+    let (_node, report) = start_on(&DefaultDriver::new(), &folder, "").await;
+    let skipped = report.skipped.iter().find(|s| s.path.ends_with("_control.wasm")).expect("skipped");
+    let control = folder.path().join("_control.wasm");
+    assert!(skipped.reason.starts_with(&control.display().to_string()), "{}", skipped.reason);
+    assert!(skipped.reason.contains("reserved") && skipped.reason.contains("rename the file"), "{}", skipped.reason);
 }

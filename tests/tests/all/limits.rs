@@ -3,7 +3,9 @@
 //! with the `hostile` guest, which tries on request what it must not do.
 
 use busbar::{FailureClass, Node};
-use busbar_tests::support::{Folder, capture_logs, start};
+use busbar_tests::support::{
+    Folder, SERVICE_LIFT, capture_logs, core_handle, service_component, start, start_on, start_watching,
+};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
@@ -116,12 +118,76 @@ async fn the_network_reaches_only_the_listed_addresses() {
     let (granted, other) = (granted.local_addr().expect("addr"), other.local_addr().expect("addr"));
     let folder = Folder::with(&["hostile"]);
     folder.sidecar("hostile", &format!("net = [\"{granted}\"]\n"));
-    let node = start(&folder).await;
+    let (node, report) = start_on(&Default::default(), &folder, "[grants]\nnet = [\"127.0.0.1:*\"]\n").await;
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
     assert_eq!(call(&node, "hostile", &format!("connect:{granted}")).await.as_deref(), Ok(b"connected".as_slice()));
     let refused = call(&node, "hostile", &format!("connect:{other}")).await.expect_err("not granted");
     assert!(refused.message.contains("access-denied"), "{refused}");
     // Only addresses were listed, so there is no name lookup either.
     assert_eq!(class_of(call(&node, "hostile", "resolve:localhost").await), FailureClass::Failed);
+}
+
+/// Why `hostile` was skipped when its sidecar says `sidecar`, under `config`.
+async fn refusal(folder: &Folder, sidecar: &str, config: &str) -> String {
+    folder.sidecar("hostile", sidecar);
+    let (_node, report) = start_on(&Default::default(), folder, config).await;
+    assert_eq!(report.skipped.len(), 1, "{sidecar}: {:?}", report.skipped);
+    report.skipped[0].reason.clone()
+}
+
+#[tokio::test]
+async fn a_sidecar_cannot_grant_directories_outside_the_handlers_folder() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    let folder = Folder::with(&["hostile"]);
+    std::os::unix::fs::symlink("/etc", folder.path().join("etc-link")).expect("symlink");
+    std::os::unix::fs::symlink(outside.path(), folder.path().join("outside-link")).expect("symlink");
+    let dotdot = format!("{}/../{}", folder.path().display(), outside.path().file_name().unwrap().to_string_lossy());
+    for (host, why) in [
+        ("/etc", "outside the handlers folder"),
+        ("etc-link", "resolves to `/etc`, outside the handlers folder"),
+        ("outside-link", "outside the handlers folder"),
+        (dotdot.as_str(), "outside the handlers folder"),
+        (".", "is or contains the handlers folder"),
+        ("..", "is or contains the handlers folder"),
+    ] {
+        let reason = refusal(&folder, &format!("[[dirs]]\nhost = \"{host}\"\nguest = \"/x\"\n"), "").await;
+        assert!(
+            reason.contains("hostile.toml") && reason.contains("`dirs`") && reason.contains(why),
+            "{host}: {reason}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bad_grant_arriving_by_reload_keeps_the_old_version_serving() {
+    let folder = Folder::with(&["hostile"]);
+    let node = start_watching(&folder).await;
+    folder.put("hostile.toml", b"[[dirs]]\nhost = \"/etc\"\nguest = \"/etc\"\n");
+    assert!(busbar_tests::support::eventually(SECOND, async || node.reloads().rejected == 1).await);
+    assert_eq!(class_of(call(&node, "hostile", "read:/etc/passwd").await), FailureClass::Failed);
+    assert_eq!(class_of(call(&node, "hostile", "nonsense").await), FailureClass::Invalid, "the old version serves");
+}
+
+#[tokio::test]
+async fn the_operator_can_allow_other_roots_and_addresses() {
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(root.path().join("shared")).expect("mkdir");
+    std::fs::write(root.path().join("shared/file.txt"), b"shared").expect("write");
+    let folder = Folder::with(&["hostile"]);
+    let sidecar = format!("[[dirs]]\nhost = \"{}/shared\"\nguest = \"/shared\"\n", root.path().display());
+    let reason = refusal(&folder, &sidecar, "").await;
+    assert!(reason.contains("[grants] dirs"), "{reason}");
+    let config = format!("[grants]\ndirs = [\"{}\"]\n", root.path().display());
+    let (node, report) = start_on(&Default::default(), &folder, &config).await;
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    assert_eq!(call(&node, "hostile", "read:/shared/file.txt").await.as_deref(), Ok(b"shared".as_slice()));
+
+    let reason = refusal(&folder, "net = [\"127.0.0.1:5432\"]\n", "").await;
+    assert!(reason.contains("`net`") && reason.contains("[grants] net"), "{reason}");
+    let reason = refusal(&folder, "net = [\"127.0.0.1:5432\"]\n", "[grants]\nnet = [\"127.0.0.1:80\"]\n").await;
+    assert!(reason.contains("127.0.0.1:5432"), "{reason}");
+    let reason = refusal(&folder, "net = [\"169.254.169.254:80\"]\n", "[grants]\nnet = [\"127.0.0.1:*\"]\n").await;
+    assert!(reason.contains("not an address the operator allows"), "{reason}");
 }
 
 #[tokio::test]
@@ -264,51 +330,19 @@ async fn a_well_behaved_handler_keeps_working_beside_hostile_ones() {
 
 /// A service component that grows its function table until the host says
 /// no, then traps. No guest language here emits `table.grow`, so it is
-/// written by hand; its interface types are imported the way `wit-component`
-/// does it.
-const TABLE_BOMB: &str = r#"
-(component
-  (import "busbar:handler/types@0.1.0" (instance $types
-    (type $delivery (enum "call" "dispatch" "broadcast" "rolecast"))
-    (export "delivery" (type $delivery-e (eq $delivery)))
-    (type $context (record
-      (field "name" string)
-      (field "delivery" $delivery-e)
-      (field "attempt" u32)
-      (field "final" bool)
-      (field "time-left-ms" u64)
-      (field "headers" (list (tuple string string)))))
-    (export "context" (type (eq $context)))
-    (type $failure (variant
-      (case "invalid" string) (case "denied" string) (case "unauthorized" string)
-      (case "retry" string) (case "failed" string)))
-    (export "failure" (type (eq $failure)))))
-  (alias export $types "context" (type $context))
-  (alias export $types "failure" (type $failure))
-  (core module $m
-    (table $t 1 funcref)
-    (memory (export "memory") 1)
-    (global $heap (mut i32) (i32.const 1024))
-    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
-      (local $p i32)
-      (local.set $p (global.get $heap))
-      (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get 3)) (i32.const 7)) (i32.const -8)))
-      (local.get $p))
-    (func (export "handle") (param i32 i32 i32 i32 i32 i64 i32 i32 i32 i32) (result i32)
-      (loop $grow
+/// written by hand.
+fn table_bomb() -> Vec<u8> {
+    let grow = "(loop $grow
         (br_if $grow (i32.ne (table.grow $t (ref.null func) (i32.const 10000)) (i32.const -1))))
-      unreachable))
-  (core instance $i (instantiate $m))
-  (func $handle (param "ctx" $context) (param "payload" (list u8)) (result (result (list u8) (error $failure)))
-    (canon lift (core func $i "handle") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
-  (instance $service (export "handle" (func $handle)))
-  (export "busbar:handler/service@0.1.0" (instance $service)))
-"#;
+      unreachable";
+    let core = format!("(table $t 1 funcref) {}", core_handle(grow));
+    service_component("", &core, "", SERVICE_LIFT)
+}
 
 #[tokio::test]
 async fn a_table_growth_bomb_is_contained() {
     let folder = Folder::with(&["echo"]);
-    folder.write("tables.wasm", &wat::parse_str(TABLE_BOMB).expect("the WAT is valid"));
+    folder.write("tables.wasm", &table_bomb());
     let (node, report) = busbar_tests::support::start_on(&Default::default(), &folder, "").await;
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
     let started = Instant::now();

@@ -3,6 +3,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, reason = "a failed expectation is a failed test")]
 
+mod bounds;
 mod cli;
 mod config;
 mod deliveries;

@@ -43,6 +43,29 @@ async fn a_handler_failure_is_an_immediate_typed_error_reply() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_timeout_header_gets_an_invalid_reply_not_a_panic() {
+    let server = NatsServer::start();
+    let (_node, _) = start_nats(&server.url(), &Folder::with(&["echo"]), "a", "", "").await;
+    let client = server.client().await;
+    for value in ["10000000000000000000", "3600001", "soon"] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Busbar-Timeout-Ms", value);
+        let reply = client
+            .request_with_headers("call.shop.echo", headers, "x".into())
+            .await
+            .unwrap_or_else(|e| panic!("{value}: no reply ({e})"));
+        let headers = reply.headers.expect("error headers");
+        let message = headers.get("Nats-Service-Error").map(|v| v.as_str().to_string()).unwrap_or_default();
+        assert_eq!(headers.get("Nats-Service-Error-Code").map(|v| v.as_str()), Some("400"), "{value}: {message}");
+        assert!(message.contains("Busbar-Timeout-Ms"), "{value}: {message}");
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Busbar-Timeout-Ms", "3600000");
+    let reply = client.request_with_headers("call.shop.echo", headers, "fine".into()).await.expect("a reply");
+    assert_eq!(reply.payload.as_ref(), b"fine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_serving_is_not_found_at_once_and_timeouts_are_typed() {
     let server = NatsServer::start();
     let folder = Folder::with(&["spin"]);

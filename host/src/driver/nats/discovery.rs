@@ -59,20 +59,8 @@ impl NatsConnection {
 
     /// The node's names, as (name, kind), sorted.
     fn names(&self) -> Vec<(String, Kind)> {
-        let services = self
-            .services
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .map(|n| (n.clone(), Kind::Service))
-            .collect::<Vec<_>>();
-        let messages = self
-            .messages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|n| (n.clone(), Kind::Message))
-            .collect::<Vec<_>>();
+        let services = crate::sync::lock(&self.services).keys().map(|n| (n.clone(), Kind::Service)).collect::<Vec<_>>();
+        let messages = crate::sync::lock(&self.messages).iter().map(|n| (n.clone(), Kind::Message)).collect::<Vec<_>>();
         services.into_iter().chain(messages).collect()
     }
 

@@ -91,7 +91,7 @@ async fn consumer(
             durable_name: Some(durable.clone()),
             filter_subject: conn.wire.queue(name),
             ack_policy: AckPolicy::Explicit,
-            ack_wait: spec.timeout + ACK_MARGIN,
+            ack_wait: spec.timeout.saturating_add(ACK_MARGIN),
             max_deliver: -1,
             ..Default::default()
         })
@@ -124,7 +124,7 @@ pub(super) async fn serve_queue(
                 () = job.until.cancelled() => break,
                 next = messages.next() => match next {
                     Some(Ok(msg)) => {
-                        let spec = me.services.lock().unwrap_or_else(|e| e.into_inner()).get(&name).cloned();
+                        let spec = crate::sync::lock(&me.services).get(&name).cloned();
                         let (conn, name) = (me.clone(), name.clone());
                         job.spawn(&me, async move {
                             match spec {

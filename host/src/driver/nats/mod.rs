@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wire::Wire;
@@ -239,12 +239,15 @@ impl NatsConnection {
             tracing::debug!(%name, "call without a reply subject ignored");
             return;
         };
-        let mut envelope =
-            Envelope::once(name, Mode::Call, msg.payload.to_vec(), wire::headers_from(msg.headers.as_ref()));
-        if let Some(ms) = wire::get(msg.headers.as_ref(), wire::TIMEOUT_HEADER).and_then(|v| v.parse().ok()) {
-            envelope.deadline = Some(Instant::now() + Duration::from_millis(ms));
-        }
-        let result = self.deliver(envelope).await;
+        let result = match wire::caller_timeout(msg.headers.as_ref()) {
+            Ok(timeout) => {
+                let mut envelope =
+                    Envelope::once(name, Mode::Call, msg.payload.to_vec(), wire::headers_from(msg.headers.as_ref()));
+                envelope.deadline = timeout.map(crate::limits::deadline_in);
+                self.deliver(envelope).await
+            }
+            Err(refused) => Err(refused),
+        };
         let sent = match result {
             Ok(body) => {
                 let size = body.len();
@@ -351,7 +354,7 @@ impl NatsConnection {
     async fn serve(self: &Arc<Self>, name: &str, spec: Option<&ServiceSpec>) -> Result<(), DriverError> {
         let kind = if spec.is_some() { Kind::Service } else { Kind::Message };
         let serving = {
-            let mut all = self.serving.lock().unwrap_or_else(|e| e.into_inner());
+            let mut all = crate::sync::lock(&self.serving);
             if all.contains_key(&(kind, name.to_string())) {
                 return Ok(());
             }
@@ -375,7 +378,7 @@ impl NatsConnection {
     /// Ends the subscriptions (and consumer) of `name`, once what they
     /// received has been handled.
     async fn unserve(&self, kind: Kind, name: &str) {
-        let serving = self.serving.lock().unwrap_or_else(|e| e.into_inner()).remove(&(kind, name.to_string()));
+        let serving = crate::sync::lock(&self.serving).remove(&(kind, name.to_string()));
         if let Some(serving) = serving {
             serving.end().await;
         }
@@ -432,14 +435,9 @@ impl Connection for NatsConnection {
         if self.started.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let services: Vec<(String, ServiceSpec)> = self
-            .services
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(n, s)| (n.clone(), s.clone()))
-            .collect();
-        let messages: Vec<String> = self.messages.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        let services: Vec<(String, ServiceSpec)> =
+            crate::sync::lock(&self.services).iter().map(|(n, s)| (n.clone(), s.clone())).collect();
+        let messages: Vec<String> = crate::sync::lock(&self.messages).iter().cloned().collect();
         for (name, spec) in &services {
             me.serve(name, Some(spec)).await?;
         }
@@ -468,7 +466,7 @@ impl Connection for NatsConnection {
     }
 
     async fn register_service(&self, name: &str, spec: &ServiceSpec) -> Result<(), DriverError> {
-        let old = self.services.lock().unwrap_or_else(|e| e.into_inner()).insert(name.into(), spec.clone());
+        let old = crate::sync::lock(&self.services).insert(name.into(), spec.clone());
         if self.started.load(Ordering::SeqCst) {
             match old {
                 // Served already: the consumer loop reads the retry schedule
@@ -482,19 +480,19 @@ impl Connection for NatsConnection {
     }
 
     async fn unregister_service(&self, name: &str) -> Result<(), DriverError> {
-        self.services.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        crate::sync::lock(&self.services).remove(name);
         self.unserve(Kind::Service, name).await;
         Ok(())
     }
 
     async fn unregister_message(&self, name: &str) -> Result<(), DriverError> {
-        self.messages.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        crate::sync::lock(&self.messages).remove(name);
         self.unserve(Kind::Message, name).await;
         Ok(())
     }
 
     async fn register_message(&self, name: &str) -> Result<(), DriverError> {
-        self.messages.lock().unwrap_or_else(|e| e.into_inner()).insert(name.into());
+        crate::sync::lock(&self.messages).insert(name.into());
         if self.started.load(Ordering::SeqCst) {
             self.me()?.serve(name, None).await?;
         }
@@ -509,7 +507,7 @@ impl Connection for NatsConnection {
         timeout: Duration,
     ) -> Result<Vec<u8>, Failure> {
         let mut map = wire::headers_to(&headers);
-        map.insert(wire::TIMEOUT_HEADER, timeout.as_millis().to_string().as_str());
+        map.insert(wire::TIMEOUT_HEADER, wire::timeout_value(timeout).as_str());
         let request = async_nats::Request::new().payload(Bytes::from(payload)).headers(map).timeout(Some(timeout));
         let reply = self
             .client

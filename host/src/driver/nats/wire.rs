@@ -17,6 +17,7 @@
 use crate::delivery::Headers;
 use crate::failure::{Failure, FailureClass};
 use async_nats::HeaderMap;
+use std::time::Duration;
 
 /// The queue group every node serving a name joins for calls.
 pub const CALL_GROUP: &str = "busbar";
@@ -143,6 +144,26 @@ pub fn failure_headers(failure: &Failure) -> HeaderMap {
     map
 }
 
+/// The caller's timeout from the [`TIMEOUT_HEADER`] of a call, if it sent
+/// one: whole milliseconds, at most [`crate::limits::MAX_TIMEOUT`].
+pub fn caller_timeout(map: Option<&HeaderMap>) -> Result<Option<Duration>, Failure> {
+    let Some(value) = get(map, TIMEOUT_HEADER) else { return Ok(None) };
+    let invalid = |why: String| Failure::new(FailureClass::Invalid, format!("header {TIMEOUT_HEADER}: {why}"));
+    let ms: u64 =
+        value.trim().parse().map_err(|_| invalid(format!("`{value}` is not a whole number of milliseconds")))?;
+    let max = crate::limits::MAX_TIMEOUT;
+    if u128::from(ms) > max.as_millis() {
+        return Err(invalid(format!("{ms} ms is more than its maximum of {} ms", max.as_millis())));
+    }
+    Ok(Some(Duration::from_millis(ms)))
+}
+
+/// The value of the [`TIMEOUT_HEADER`] for a call that waits `timeout`
+/// (capped at the maximum a node accepts: no handler runs longer anyway).
+pub fn timeout_value(timeout: Duration) -> String {
+    timeout.min(crate::limits::MAX_TIMEOUT).as_millis().to_string()
+}
+
 /// The failure an error reply carries, if it is one.
 pub fn failure_from(map: Option<&HeaderMap>) -> Option<Failure> {
     let message = get(map, ERROR_HEADER)?;
@@ -193,6 +214,23 @@ mod tests {
             let failure = Failure::new(class, "line one\nline two");
             let back = failure_from(Some(&failure_headers(&failure))).expect("an error reply");
             assert_eq!((back.class, back.message.as_str()), (class, "line one line two"));
+        }
+    }
+
+    #[test]
+    fn the_caller_timeout_is_bounded() {
+        let with = |v: &str| {
+            let mut map = HeaderMap::new();
+            map.insert(TIMEOUT_HEADER, v);
+            caller_timeout(Some(&map))
+        };
+        assert_eq!(caller_timeout(None), Ok(None));
+        assert_eq!(with("250"), Ok(Some(Duration::from_millis(250))));
+        assert_eq!(with(&timeout_value(Duration::MAX)), Ok(Some(crate::limits::MAX_TIMEOUT)));
+        for bad in ["10000000000000000000", "3600001", "-1", "soon", ""] {
+            let e = with(bad).expect_err(bad);
+            assert_eq!(e.class, FailureClass::Invalid, "{bad}");
+            assert!(e.message.contains(TIMEOUT_HEADER), "{e}");
         }
     }
 
