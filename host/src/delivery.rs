@@ -74,6 +74,26 @@ impl Envelope {
         Self { name: name.into(), mode, payload, headers, attempt: 1, is_final: true, deadline: None }
     }
 
+    /// Attempt `attempt` (from 1) of a dispatch of `payload` to `name`
+    /// under the retry `schedule`: the one way both drivers build it.
+    pub fn dispatch_attempt(
+        name: &str,
+        payload: Vec<u8>,
+        headers: Headers,
+        attempt: u32,
+        schedule: &[Duration],
+    ) -> Self {
+        Self {
+            name: name.into(),
+            mode: Mode::Dispatch,
+            payload,
+            headers,
+            attempt,
+            is_final: is_final(schedule, attempt),
+            deadline: None,
+        }
+    }
+
     /// The nesting depth recorded in the headers (0 for a delivery from outside).
     pub fn depth(&self) -> u32 {
         header(&self.headers, DEPTH_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0)
@@ -89,6 +109,26 @@ pub fn header<'h>(headers: &'h Headers, name: &str) -> Option<&'h str> {
 pub fn set_header(headers: &mut Headers, name: &str, value: String) {
     headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
     headers.push((name.into(), value));
+}
+
+/// What follows a failed dispatch attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Try again after this delay.
+    Retry(Duration),
+    /// Stop: the dispatch goes to the dead letters.
+    DeadLetter,
+}
+
+/// The delivery rule, the one place every driver asks: after attempt
+/// `attempt` (1-based) of a dispatch failed with `failure`, it is tried again
+/// after the schedule's next delay if the failure is retryable and the
+/// schedule has one; otherwise it is dead-lettered.
+pub fn next_after(schedule: &[Duration], attempt: u32, failure: &crate::failure::Failure) -> Next {
+    match retry_delay(schedule, attempt) {
+        Some(delay) if failure.retryable() => Next::Retry(delay),
+        _ => Next::DeadLetter,
+    }
 }
 
 /// Whether attempt `attempt` (1-based) is the last one a schedule allows:
@@ -115,6 +155,19 @@ mod tests {
         assert_eq!(retry_delay(&schedule, 1), Some(Duration::from_secs(3)));
         assert_eq!(retry_delay(&schedule, 3), Some(Duration::from_secs(30)));
         assert_eq!(retry_delay(&schedule, 4), None);
+    }
+
+    #[test]
+    fn the_rule_retries_retryable_failures_while_the_schedule_lasts() {
+        use crate::failure::{Failure, FailureClass};
+        let schedule = [Duration::from_secs(3)];
+        let failed = Failure::new(FailureClass::Failed, "x");
+        let invalid = Failure::new(FailureClass::Invalid, "x");
+        assert_eq!(next_after(&schedule, 1, &failed), Next::Retry(Duration::from_secs(3)));
+        assert_eq!(next_after(&schedule, 2, &failed), Next::DeadLetter);
+        assert_eq!(next_after(&schedule, 1, &invalid), Next::DeadLetter);
+        assert_eq!(next_after(&[], 1, &failed), Next::DeadLetter);
+        assert!(Envelope::dispatch_attempt("x", vec![], vec![], 2, &schedule).is_final);
     }
 
     #[test]

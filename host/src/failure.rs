@@ -118,6 +118,12 @@ impl Failure {
         Self::new(FailureClass::NotFound, format!("no handler serves `{name}`"))
     }
 
+    /// The node that was to run a delivery of `name` has gone away
+    /// (stopped, or stopping): the same answer on every driver.
+    pub fn node_gone(name: &str) -> Self {
+        Self::new(FailureClass::Retry, format!("the node that was to run `{name}` has stopped; try again"))
+    }
+
     /// Whether a dispatch failing like this is tried again.
     pub fn retryable(&self) -> bool {
         self.class.retryable()

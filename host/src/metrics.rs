@@ -149,17 +149,9 @@ impl Metrics {
         InFlight(&self.in_flight)
     }
 
-    /// Records the outcome of one delivery of `name`: `attempt` and
-    /// `is_final` as the envelope said.
-    pub fn record(
-        &self,
-        name: &str,
-        mode: Mode,
-        attempt: u32,
-        is_final: bool,
-        elapsed: Duration,
-        result: Result<(), &Failure>,
-    ) {
+    /// Records the outcome of one delivery of `name`: `attempt` as the
+    /// envelope said.
+    pub fn record(&self, name: &str, mode: Mode, attempt: u32, elapsed: Duration, result: Result<(), &Failure>) {
         let series = self.series(name);
         let named = || Name { name: name.to_string() };
         series.invocations[mode as usize]
@@ -177,10 +169,14 @@ impl Metrics {
             series.errors[at]
                 .get_or_init(|| self.errors.get_or_create_owned(&Error { name: name.into(), class: class.as_str() }))
                 .inc();
-            if mode == Mode::Dispatch && (is_final || !class.retryable()) {
-                series.dead_letters.get_or_init(|| self.dead_letters.get_or_create_owned(&named())).inc();
-            }
         }
+    }
+
+    /// Records a dispatch of `name` written to the dead letters (the
+    /// driver that wrote it reports it).
+    pub fn record_dead_letter(&self, name: &str) {
+        let series = self.series(name);
+        series.dead_letters.get_or_init(|| self.dead_letters.get_or_create_owned(&Name { name: name.into() })).inc();
     }
 
     fn series(&self, name: &str) -> Arc<Series> {
@@ -244,13 +240,15 @@ mod tests {
         let m = Metrics::new(1000);
         let ms = Duration::from_millis(1);
         for _ in 0..3 {
-            m.record("echo", Mode::Call, 1, true, ms, Ok(()));
+            m.record("echo", Mode::Call, 1, ms, Ok(()));
         }
         let invalid = Failure::new(FailureClass::Invalid, "bad");
         let retry = Failure::new(FailureClass::Retry, "later");
-        m.record("order", Mode::Dispatch, 1, false, ms, Err(&retry));
-        m.record("order", Mode::Dispatch, 2, true, ms, Err(&retry));
-        m.record("order", Mode::Dispatch, 1, false, ms, Err(&invalid));
+        m.record("order", Mode::Dispatch, 1, ms, Err(&retry));
+        m.record("order", Mode::Dispatch, 2, ms, Err(&retry));
+        m.record("order", Mode::Dispatch, 1, ms, Err(&invalid));
+        m.record_dead_letter("order");
+        m.record_dead_letter("order");
         m.record_reloads(2, 1);
         let text = m.render();
         for line in [

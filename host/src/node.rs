@@ -484,11 +484,10 @@ impl Inbound for Core {
             return Err(Failure::not_found(&envelope.name));
         };
         let Some(me) = self.me.upgrade() else {
-            return Err(Failure::new(FailureClass::Retry, "the node is shutting down"));
+            return Err(Failure::node_gone(&envelope.name));
         };
         let mut envelope = envelope;
-        let (name, mode, attempt, is_final) =
-            (envelope.name.clone(), envelope.mode, envelope.attempt, envelope.is_final);
+        let (name, mode, attempt) = (envelope.name.clone(), envelope.mode, envelope.attempt);
         let trace = crate::trace::enter(&mut envelope.headers);
         let span_context = trace.parent;
         let version = &route.handler.compiled.version;
@@ -513,7 +512,7 @@ impl Inbound for Core {
         drop(in_flight);
         let elapsed = start.elapsed();
         route.counters.record(elapsed, result.is_err());
-        self.metrics.record(&name, mode, attempt, is_final, elapsed, result.as_ref().map(|_| ()));
+        self.metrics.record(&name, mode, attempt, elapsed, result.as_ref().map(|_| ()));
         let outcome = result.as_ref().map_or_else(|f| f.class.as_str(), |_| "ok");
         span.record("outcome", outcome);
         span.record("duration_us", u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
@@ -523,6 +522,10 @@ impl Inbound for Core {
             Err(f) => tracing::info!(outcome, ?elapsed, "invocation failed: {}", f.message),
         }
         result
+    }
+
+    fn dead_lettered(&self, name: &str) {
+        self.metrics.record_dead_letter(name);
     }
 
     fn stats(&self) -> Vec<NameStats> {

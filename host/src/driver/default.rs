@@ -10,7 +10,7 @@ use super::{
     Connection, DRAIN, DeadLetter, DispatchOutcome, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec,
 };
 use crate::config::ConnectionConfig;
-use crate::delivery::{self, Envelope, Headers, Mode};
+use crate::delivery::{self, Envelope, Headers, Mode, Next};
 use crate::failure::Failure;
 use crate::stats::{Kind, NameStats, NodeInfo, ServiceInfo, rfc3339};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -60,7 +60,7 @@ impl Member {
     async fn deliver(&self, envelope: Envelope) -> Result<Vec<u8>, Failure> {
         match self.inbound.upgrade() {
             Some(node) => node.deliver(envelope).await,
-            None => Err(Failure::not_found(&envelope.name)),
+            None => Err(Failure::node_gone(&envelope.name)),
         }
     }
 
@@ -113,30 +113,15 @@ impl Hub {
     }
 
     /// Runs a dispatch to completion: attempts on the service's schedule,
-    /// then success or a dead letter.
-    async fn run_dispatch(
-        self: Arc<Self>,
-        id: String,
-        name: String,
-        payload: Vec<u8>,
-        headers: Headers,
-        retry: Arc<[Duration]>,
-    ) -> DispatchOutcome {
+    /// then success or a dead letter, which the node that `sent` it counts.
+    async fn run_dispatch(self: Arc<Self>, sent: Weak<dyn Inbound>, dispatch: Dispatch) -> DispatchOutcome {
+        let Dispatch { id, name, payload, headers, retry } = dispatch;
         let mut history = Vec::new();
         let mut attempt = 1;
         loop {
-            let is_final = delivery::is_final(&retry, attempt);
             let result = match self.pick(Kind::Service, &name) {
                 Some(member) => {
-                    let envelope = Envelope {
-                        name: name.clone(),
-                        mode: Mode::Dispatch,
-                        payload: payload.clone(),
-                        headers: headers.clone(),
-                        attempt,
-                        is_final,
-                        deadline: None,
-                    };
+                    let envelope = Envelope::dispatch_attempt(&name, payload.clone(), headers.clone(), attempt, &retry);
                     member.deliver(envelope).await
                 }
                 None => Err(Failure::not_found(&name)),
@@ -145,25 +130,41 @@ impl Hub {
                 Ok(reply) => return DispatchOutcome { id, name, attempts: attempt, result: Ok(reply), history },
                 Err(failure) => failure,
             };
-            let delay = delivery::retry_delay(&retry, attempt).filter(|_| failure.retryable());
             history.push(failure.clone());
-            let Some(delay) = delay else {
-                self.dead_letter(DeadLetter {
-                    id: id.clone(),
-                    name: name.clone(),
-                    payload,
-                    headers,
-                    attempts: attempt,
-                    failure: failure.clone(),
-                    at: rfc3339(SystemTime::now()),
-                });
-                return DispatchOutcome { id, name, attempts: attempt, result: Err(failure), history };
-            };
-            tracing::debug!(%name, %id, attempt, ?delay, "dispatch attempt failed, retrying: {failure}");
-            tokio::time::sleep(delay).await;
-            attempt += 1;
+            match delivery::next_after(&retry, attempt, &failure) {
+                Next::Retry(delay) => {
+                    tracing::debug!(%name, %id, attempt, ?delay, "dispatch attempt failed, retrying: {failure}");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Next::DeadLetter => {
+                    self.dead_letter(DeadLetter {
+                        id: id.clone(),
+                        name: name.clone(),
+                        payload,
+                        headers,
+                        attempts: attempt,
+                        failure: failure.clone(),
+                        at: rfc3339(SystemTime::now()),
+                    });
+                    if let Some(node) = sent.upgrade() {
+                        node.dead_lettered(&name);
+                    }
+                    return DispatchOutcome { id, name, attempts: attempt, result: Err(failure), history };
+                }
+            }
         }
     }
+}
+
+/// A dispatch the hub runs.
+struct Dispatch {
+    id: String,
+    name: String,
+    payload: Vec<u8>,
+    headers: Headers,
+    /// The service's retry schedule when it was accepted.
+    retry: Arc<[Duration]>,
 }
 
 #[async_trait::async_trait]
@@ -266,7 +267,8 @@ impl Connection for DefaultConnection {
         let id = format!("d{}", self.hub.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let hub = self.hub.clone();
-        let job = hub.run_dispatch(id.clone(), name.into(), payload, headers, retry);
+        let dispatch = Dispatch { id: id.clone(), name: name.into(), payload, headers, retry };
+        let job = hub.run_dispatch(self.member.inbound.clone(), dispatch);
         self.tasks.spawn(async move {
             let _ = tx.send(job.await);
         });

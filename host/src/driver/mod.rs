@@ -40,6 +40,9 @@ pub trait Inbound: Send + Sync {
     /// Runs one delivery on this node. Services return the reply; messages an
     /// empty reply.
     async fn deliver(&self, envelope: Envelope) -> Result<Vec<u8>, Failure>;
+    /// A dispatch of `name` went to the dead letters (the driver that wrote
+    /// it says so; nothing else infers it).
+    fn dead_lettered(&self, name: &str);
     /// This node's per-name statistics.
     fn stats(&self) -> Vec<NameStats>;
     /// This node's identity and the names it serves.

@@ -81,3 +81,34 @@ async fn a_sidecar_change_reaches_the_consumer_retry_schedule() {
     .await;
     assert!(done, "{:?}", node.local_stats());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_handler_stops_answering_within_a_fixed_time_under_steady_traffic() {
+    let server = NatsServer::start();
+    let folder = Folder::with(&["echo"]);
+    let node = start_nats_watching(&server.url(), &folder, "a").await;
+    let client = nats_client(&server.url()).await;
+    // A steady 20 calls/s: the subscription's leave quota of 64 messages
+    // alone would keep the name answering for over 3 s.
+    let caller = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let mut last_answer = None;
+        while started.elapsed() < Duration::from_secs(6) {
+            if client.call("echo", b"x".to_vec(), SECOND).await.is_ok() {
+                last_answer = Some(std::time::Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        last_answer
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let removed = std::time::Instant::now();
+    folder.remove("echo.wasm");
+    assert!(eventually(WAIT, async || node.reloads().applied == 1).await, "the removal was not applied");
+    let last_answer = caller.await.expect("caller").expect("echo answered before the removal");
+    let answered_after = last_answer.saturating_duration_since(removed);
+    assert!(
+        answered_after <= Duration::from_millis(1500),
+        "echo kept answering {answered_after:?} after its file was removed (bound: 500 ms, plus slack for a loaded machine)"
+    );
+}

@@ -14,7 +14,7 @@
 
 use super::wire::{self, Wire};
 use super::{DeadLetter, DriverError, NatsConnection, Receipt, ServiceSpec, Serving};
-use crate::delivery::{self, Envelope, Headers, Mode};
+use crate::delivery::{self, Envelope, Headers, Next};
 use crate::failure::{Failure, FailureClass};
 use crate::stats::rfc3339;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
@@ -148,29 +148,27 @@ pub(super) async fn serve_queue(
 /// Runs one delivery of a dispatch and records its outcome on the stream.
 async fn run(conn: &NatsConnection, name: &str, spec: &ServiceSpec, msg: async_nats::jetstream::Message) {
     let attempt = msg.info().map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX)).unwrap_or(1).max(1);
-    let is_final = delivery::is_final(&spec.retry, attempt);
-    let envelope = Envelope {
-        name: name.to_string(),
-        mode: Mode::Dispatch,
-        payload: msg.payload.to_vec(),
-        headers: wire::headers_from(msg.headers.as_ref()),
-        attempt,
-        is_final,
-        deadline: None,
-    };
-    let recorded = match conn.deliver(envelope).await.err() {
-        None => msg.ack().await,
-        Some(f) if f.retryable() && !is_final => {
-            let delay = delivery::retry_delay(&spec.retry, attempt);
-            tracing::debug!(%name, attempt, ?delay, "dispatch attempt failed, retrying: {f}");
-            msg.ack_with(AckKind::Nak(delay)).await
-        }
-        Some(f) => match bury(conn, name, &msg, attempt, &f).await {
-            Ok(()) => msg.ack().await,
-            Err(e) => {
-                tracing::warn!(%name, "could not dead-letter a dispatch ({e}); it will be redelivered");
-                return;
+    let headers = wire::headers_from(msg.headers.as_ref());
+    let envelope = Envelope::dispatch_attempt(name, msg.payload.to_vec(), headers, attempt, &spec.retry);
+    let recorded = match conn.deliver(envelope).await {
+        Ok(_) => msg.ack().await,
+        Err(f) => match delivery::next_after(&spec.retry, attempt, &f) {
+            Next::Retry(delay) => {
+                tracing::debug!(%name, attempt, ?delay, "dispatch attempt failed, retrying: {f}");
+                msg.ack_with(AckKind::Nak(Some(delay))).await
             }
+            Next::DeadLetter => match bury(conn, name, &msg, attempt, &f).await {
+                Ok(()) => {
+                    if let Some(node) = conn.inbound.upgrade() {
+                        node.dead_lettered(name);
+                    }
+                    msg.ack().await
+                }
+                Err(e) => {
+                    tracing::warn!(%name, "could not dead-letter a dispatch ({e}); it will be redelivered");
+                    return;
+                }
+            },
         },
     };
     if let Err(e) = recorded {

@@ -146,9 +146,13 @@ impl Driver for NatsDriver {
 /// Messages a subscription that is being dropped still takes, so that the
 /// server and the client stop at the same message.
 const LEAVE_QUOTA: u64 = 64;
-/// How long a subscription being dropped waits for its quota before it
-/// drains instead.
+/// How long a subscription being dropped waits for its next message before
+/// it drains instead.
 const LEAVE_WAIT: Duration = Duration::from_millis(250);
+/// The longest a subscription being dropped goes on taking messages,
+/// whatever the traffic: then it drains. A removed handler stops answering
+/// within this time.
+pub(crate) const LEAVE_AT_MOST: Duration = Duration::from_millis(500);
 
 /// The life of one served name: its subscriptions (and consumer) end when
 /// `until` is cancelled; `tasks` tracks them and the deliveries they started.
@@ -211,7 +215,7 @@ impl NatsConnection {
     async fn deliver(&self, envelope: Envelope) -> Result<Vec<u8>, Failure> {
         match self.inbound.upgrade() {
             Some(node) => node.deliver(envelope).await,
-            None => Err(Failure::new(FailureClass::Retry, "the node is shutting down")),
+            None => Err(Failure::node_gone(&envelope.name)),
         }
     }
 
@@ -327,15 +331,22 @@ impl NatsConnection {
         // before the server has confirmed the UNSUB, so a request the server
         // routed here just before is dropped and its caller times out.
         // Instead, ask the server to stop after `LEAVE_QUOTA` more messages:
-        // both ends then stop at the same message. Only when the traffic is
-        // too light to get there soon is the subscription drained (a message
-        // in flight at that moment is unlikely, not impossible).
+        // both ends then stop at the same message. When the traffic is too
+        // light to get there soon, or too heavy to stop by `LEAVE_AT_MOST`,
+        // the subscription is drained (a message in flight at that moment is
+        // unlikely, not impossible).
         if subscriber.unsubscribe_after(received + LEAVE_QUOTA).await.is_err() {
             return;
         }
+        let until = tokio::time::Instant::now() + LEAVE_AT_MOST;
         let mut drained = false;
         loop {
-            match tokio::time::timeout(LEAVE_WAIT, subscriber.next()).await {
+            // Once drained, what the client still holds arrives, then the end.
+            let wait = match drained {
+                true => LEAVE_WAIT,
+                false => LEAVE_WAIT.min(until.saturating_duration_since(tokio::time::Instant::now())),
+            };
+            match tokio::time::timeout(wait, subscriber.next()).await {
                 Ok(Some(msg)) => serving.spawn(&self, handle(self.clone(), msg)),
                 Ok(None) => return,
                 Err(_) if !drained => {
@@ -345,6 +356,12 @@ impl NatsConnection {
                     }
                 }
                 Err(_) => return,
+            }
+            if !drained && tokio::time::Instant::now() >= until {
+                drained = true;
+                if subscriber.drain().await.is_err() {
+                    return;
+                }
             }
         }
     }
