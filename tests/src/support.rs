@@ -372,3 +372,23 @@ pub const SERVICE_LIFT: &str = r#"(func $handle (param "ctx" $context) (param "p
 pub fn core_handle(body: &str) -> String {
     format!("(func (export \"handle\") (param i32 i32 i32 i32 i32 i64 i32 i32 i32 i32) (result i32) {body})")
 }
+
+/// Waits for `child` to exit, at most `limit`; kills it and returns `None`
+/// if it has not exited by then, so a hanging `busbar` fails the test
+/// instead of hanging it.
+pub fn wait_within(child: &mut std::process::Child, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}

@@ -2,23 +2,21 @@
 //! dispatch runs later, broadcast reaches every listener, rolecast one per group.
 
 use busbar::driver::default::DefaultDriver;
+use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{Folder, start, start_on};
-use std::time::Duration;
-
-const SECOND: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn call_returns_the_echo_payload_unchanged() {
     let node = start(&Folder::with(&["echo"])).await;
     let payload: Vec<u8> = (0..1024u32).map(|i| (i * 7 % 256) as u8).collect();
-    assert_eq!(node.call("echo", payload.clone(), SECOND).await, Ok(payload));
-    assert_eq!(node.call("echo", vec![], SECOND).await, Ok(vec![]));
+    assert_eq!(node.call("echo", payload.clone(), TEST_TIMEOUT).await, Ok(payload));
+    assert_eq!(node.call("echo", vec![], TEST_TIMEOUT).await, Ok(vec![]));
 }
 
 #[tokio::test]
 async fn a_handler_calls_another_through_the_bus_import() {
     let node = start(&Folder::with(&["echo", "greet"])).await;
-    assert_eq!(node.call("greet", b"world".to_vec(), SECOND).await, Ok(b"hello, world".to_vec()));
+    assert_eq!(node.call("greet", b"world".to_vec(), TEST_TIMEOUT).await, Ok(b"hello, world".to_vec()));
 }
 
 #[tokio::test]
@@ -27,7 +25,7 @@ async fn the_context_tells_the_handler_how_it_was_invoked() {
     folder.sidecar("whoami", "names = [\"who.am\", \"who.else\"]\ntimeout = \"3s\"\n");
     let node = start(&folder).await;
     let headers = vec![("x-trace".to_string(), "abc".to_string())];
-    let reply = node.call_with("who.else", vec![], headers, SECOND).await.expect("whoami answers");
+    let reply = node.call_with("who.else", vec![], headers, TEST_TIMEOUT).await.expect("whoami answers");
     let ctx: serde_json::Value = serde_json::from_slice(&reply).expect("whoami replies JSON");
     assert_eq!(ctx["name"], "who.else");
     assert_eq!(ctx["delivery"], "call");
@@ -48,7 +46,7 @@ async fn calls_spread_over_the_nodes_serving_a_name() {
     let (a, _) = start_on(&hub, &folder, "[node]\nid = \"a\"\n").await;
     let (b, _) = start_on(&hub, &folder, "[node]\nid = \"b\"\n").await;
     for _ in 0..20 {
-        a.call("echo", b"x".to_vec(), SECOND).await.expect("echo answers");
+        a.call("echo", b"x".to_vec(), TEST_TIMEOUT).await.expect("echo answers");
     }
     let served = |n: &busbar::Node| n.local_stats().iter().find(|s| s.name == "echo").map_or(0, |s| s.requests);
     assert_eq!(served(&a) + served(&b), 20);
@@ -122,7 +120,7 @@ async fn nodes_services_and_stats_list_the_bus() {
     assert!(services.iter().any(|s| s.name == "audit" && s.kind == busbar::stats::Kind::Message));
 
     for _ in 0..3 {
-        b.call("echo", b"x".to_vec(), SECOND).await.expect("echo answers");
+        b.call("echo", b"x".to_vec(), TEST_TIMEOUT).await.expect("echo answers");
     }
     let total: u64 = a.stats().await.expect("stats").iter().filter(|s| s.name == "echo").map(|s| s.requests).sum();
     assert_eq!(total, 3);
@@ -140,7 +138,7 @@ async fn outgoing_operations_follow_the_connection_weights() {
     let folder = Folder::with(&["echo", "audit"]);
     let (node, _) = start_on(&hub, &folder, "[bus.east]\nweight = 3\n[bus.west]\nweight = 1\n").await;
     for _ in 0..40 {
-        node.call("echo", b"x".to_vec(), SECOND).await.expect("echo answers");
+        node.call("echo", b"x".to_vec(), TEST_TIMEOUT).await.expect("echo answers");
     }
     let sent: Vec<_> = node.connections().into_iter().map(|c| (c.name, c.sent)).collect();
     assert_eq!(sent, [("east".to_string(), 30), ("west".to_string(), 10)]);

@@ -6,15 +6,13 @@ use busbar::FailureClass;
 use busbar::driver::default::DefaultDriver;
 use busbar::runtime::{Runtime, RuntimeOptions};
 use busbar::{Config, NodeBuilder};
+use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{
     Folder, SERVICE_LIFT, capture_logs, core_handle, guest, service_component, start, start_on, start_watching,
     wrong_world_guest,
 };
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-
-const SECOND: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn invalid_files_are_skipped_with_the_reason_and_the_rest_load() {
@@ -43,7 +41,7 @@ async fn invalid_files_are_skipped_with_the_reason_and_the_rest_load() {
     assert!(reason("_private.wasm").contains("reserved"));
     assert_eq!(report.skipped.len(), 5);
     assert_eq!(report.loaded.len(), 1);
-    assert_eq!(node.call("echo", b"ok".to_vec(), SECOND).await, Ok(b"ok".to_vec()));
+    assert_eq!(node.call("echo", b"ok".to_vec(), TEST_TIMEOUT).await, Ok(b"ok".to_vec()));
 }
 
 #[tokio::test]
@@ -64,7 +62,7 @@ async fn a_bad_sidecar_skips_its_handler_and_names_the_key() {
     assert_eq!(report.skipped.len(), 1);
     let reason = &report.skipped[0].reason;
     assert!(reason.contains("greet.toml") && reason.contains("retries"), "{reason}");
-    assert!(node.call("echo", vec![], SECOND).await.is_ok());
+    assert!(node.call("echo", vec![], TEST_TIMEOUT).await.is_ok());
 }
 
 #[tokio::test]
@@ -72,7 +70,7 @@ async fn the_first_handler_to_claim_a_name_keeps_it() {
     let folder = Folder::with(&["echo"]);
     folder.add("greet", "zzz").sidecar("zzz", "names = [\"echo\"]\n");
     let node = start(&folder).await;
-    assert_eq!(node.call("echo", b"me".to_vec(), SECOND).await, Ok(b"me".to_vec()));
+    assert_eq!(node.call("echo", b"me".to_vec(), TEST_TIMEOUT).await, Ok(b"me".to_vec()));
 }
 
 #[tokio::test]
@@ -95,7 +93,7 @@ async fn the_second_start_loads_compiled_artifacts_from_the_cache() {
             .start()
             .await
             .expect("starts");
-        assert_eq!(node.call("greet", b"cache".to_vec(), SECOND).await, Ok(b"hello, cache".to_vec()));
+        assert_eq!(node.call("greet", b"cache".to_vec(), TEST_TIMEOUT).await, Ok(b"hello, cache".to_vec()));
         reports.push(report);
     }
     assert_eq!((reports[0].cached, reports[1].cached), (0, 3));
@@ -109,7 +107,7 @@ async fn loading_a_large_folder_reports_its_progress_in_plain_lines() {
         folder.add("echo", &format!("progress{i:02}"));
     }
     let node = start(&folder).await;
-    assert_eq!(node.call("progress22", b"x".to_vec(), SECOND).await, Ok(b"x".to_vec()));
+    assert_eq!(node.call("progress22", b"x".to_vec(), TEST_TIMEOUT).await, Ok(b"x".to_vec()));
     let text = logs.contents();
     assert!(text.contains("loading 23 handlers"), "{text}");
     let steps: Vec<&str> = text.lines().filter(|l| l.contains(" of 23 handlers")).collect();
@@ -131,9 +129,9 @@ async fn a_wrong_export_signature_is_refused_at_load_and_the_old_version_keeps_s
     let folder = Folder::with(&["echo"]);
     let node = start_watching(&folder).await;
     folder.put("echo.wasm", &wrong_signature());
-    let rejected = busbar_tests::support::eventually(SECOND, async || node.reloads().rejected == 1).await;
+    let rejected = busbar_tests::support::eventually(TEST_TIMEOUT, async || node.reloads().rejected == 1).await;
     assert!(rejected, "not rejected: {:?}", node.reloads());
-    assert_eq!(node.call("echo", b"old".to_vec(), SECOND).await, Ok(b"old".to_vec()));
+    assert_eq!(node.call("echo", b"old".to_vec(), TEST_TIMEOUT).await, Ok(b"old".to_vec()));
 
     let error = busbar_tests::support::runtime().load(&wrong_signature()).err().expect("refused").to_string();
     assert!(
@@ -177,7 +175,7 @@ async fn a_guest_that_exits_reports_its_status_before_anything_else() {
     let folder = Folder::with(&[]);
     folder.write("quits.wasm", &bytes);
     let node = start(&folder).await;
-    let trapped = node.call("quits", vec![], SECOND).await.expect_err("it exits");
+    let trapped = node.call("quits", vec![], TEST_TIMEOUT).await.expect_err("it exits");
     assert_eq!(trapped.class, FailureClass::Trapped);
     assert_eq!(trapped.message, "handler `quits` trapped: it exited with status 1 (WASI `exit`)");
 }

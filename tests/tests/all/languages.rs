@@ -9,10 +9,8 @@
 //! how each language turns a bus error into its own failure.
 
 use busbar::FailureClass;
+use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{Folder, HANDLER_CLASSES, OTHER_LANGUAGES, served, start};
-use std::time::Duration;
-
-const SECOND: Duration = Duration::from_secs(5);
 
 /// Every language's (echo, greet) pair.
 fn pairs() -> Vec<(String, String)> {
@@ -38,10 +36,10 @@ async fn every_language_echoes_bytes_unchanged_and_greets_through_the_bus() {
     let payloads: [&[u8]; 4] = [b"hello", b"", &[0, 0xff, 0xfe, 0x80], &big];
     for (echo, greet) in pairs() {
         for payload in payloads {
-            let reply = node.call(&echo, payload.to_vec(), SECOND).await;
+            let reply = node.call(&echo, payload.to_vec(), TEST_TIMEOUT).await;
             assert_eq!(reply.as_deref(), Ok(payload), "{echo}, {} bytes", payload.len());
         }
-        let reply = node.call(&greet, "wörld".as_bytes().to_vec(), SECOND).await;
+        let reply = node.call(&greet, "wörld".as_bytes().to_vec(), TEST_TIMEOUT).await;
         assert_eq!(reply, Ok("hello, wörld".as_bytes().to_vec()), "{greet}");
     }
     for (echo, _) in pairs() {
@@ -54,7 +52,7 @@ async fn every_language_refuses_a_bad_payload_as_invalid() {
     let node = start(&greets_with_echo(None)).await;
     for (_, greet) in pairs() {
         for (payload, message) in [(&b""[..], "greet needs a name"), (&[b'x', 0xff][..], "the name is not UTF-8")] {
-            let failure = node.call(&greet, payload.to_vec(), SECOND).await.unwrap_err();
+            let failure = node.call(&greet, payload.to_vec(), TEST_TIMEOUT).await.unwrap_err();
             assert_eq!((failure.class, failure.message.as_str()), (FailureClass::Invalid, message), "{greet}");
         }
     }
@@ -65,7 +63,7 @@ async fn every_language_passes_a_handler_failure_on_with_its_class() {
     let node = start(&greets_with_echo(Some("fail"))).await;
     for (_, greet) in pairs() {
         for (class, expected) in HANDLER_CLASSES {
-            let failure = node.call(&greet, format!("{class}:because").into_bytes(), SECOND).await.unwrap_err();
+            let failure = node.call(&greet, format!("{class}:because").into_bytes(), TEST_TIMEOUT).await.unwrap_err();
             assert_eq!((failure.class, failure.message.as_str()), (expected, "because"), "{greet}, {class}");
         }
     }
@@ -80,7 +78,7 @@ async fn every_language_maps_a_missing_name_to_failed_and_a_timeout_to_retry() {
     }
     let node = start(&folder).await;
     for (_, greet) in pairs() {
-        let failure = node.call(&greet, b"world".to_vec(), SECOND).await.unwrap_err();
+        let failure = node.call(&greet, b"world".to_vec(), TEST_TIMEOUT).await.unwrap_err();
         assert_eq!(failure.class, FailureClass::Failed, "{greet}: {failure}");
         assert!(failure.message.starts_with("not-found: "), "{greet}: {}", failure.message);
     }
@@ -92,7 +90,7 @@ async fn every_language_maps_a_missing_name_to_failed_and_a_timeout_to_retry() {
     }
     let node = start(&folder).await;
     for (_, greet) in pairs() {
-        let failure = node.call(&greet, b"2000".to_vec(), SECOND).await.unwrap_err();
+        let failure = node.call(&greet, b"2000".to_vec(), TEST_TIMEOUT).await.unwrap_err();
         assert_eq!(failure.class, FailureClass::Retry, "{greet}: {failure}");
         assert!(failure.message.starts_with("timeout: "), "{greet}: {}", failure.message);
     }

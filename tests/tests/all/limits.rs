@@ -3,16 +3,15 @@
 //! with the `hostile` guest, which tries on request what it must not do.
 
 use busbar::{FailureClass, Node};
+use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{
     Folder, SERVICE_LIFT, capture_logs, core_handle, service_component, start, start_on, start_watching,
 };
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-const SECOND: Duration = Duration::from_secs(5);
-
 async fn call(node: &Node, name: &str, payload: &str) -> Result<Vec<u8>, busbar::Failure> {
-    node.call(name, payload.as_bytes().to_vec(), SECOND).await
+    node.call(name, payload.as_bytes().to_vec(), TEST_TIMEOUT).await
 }
 
 fn class_of(result: Result<Vec<u8>, busbar::Failure>) -> FailureClass {
@@ -27,7 +26,7 @@ async fn past_concurrency_and_queue_a_call_is_overloaded_at_once() {
     let started = Instant::now();
     let calls = (0..3).map(|_| {
         let node = node.clone();
-        tokio::spawn(async move { node.call("slow", b"300".to_vec(), SECOND).await })
+        tokio::spawn(async move { node.call("slow", b"300".to_vec(), TEST_TIMEOUT).await })
     });
     let mut results = Vec::new();
     for c in calls.collect::<Vec<_>>() {
@@ -46,8 +45,8 @@ async fn payloads_and_replies_past_their_caps_are_refused() {
     let folder = Folder::with(&["echo", "hostile"]);
     folder.sidecar("echo", "max_payload = \"1KiB\"\n").sidecar("hostile", "max_reply = \"1KiB\"\n");
     let node = start(&folder).await;
-    assert!(node.call("echo", vec![1; 1024], SECOND).await.is_ok());
-    let big = node.call("echo", vec![1; 1025], SECOND).await.expect_err("too big");
+    assert!(node.call("echo", vec![1; 1024], TEST_TIMEOUT).await.is_ok());
+    let big = node.call("echo", vec![1; 1025], TEST_TIMEOUT).await.expect_err("too big");
     assert_eq!(big.class, FailureClass::Invalid);
     assert!(big.message.contains("max_payload"), "{big}");
     assert_eq!(call(&node, "hostile", "reply:1024").await.map(|r| r.len()), Ok(1024));
@@ -163,7 +162,7 @@ async fn a_bad_grant_arriving_by_reload_keeps_the_old_version_serving() {
     let folder = Folder::with(&["hostile"]);
     let node = start_watching(&folder).await;
     folder.put("hostile.toml", b"[[dirs]]\nhost = \"/etc\"\nguest = \"/etc\"\n");
-    assert!(busbar_tests::support::eventually(SECOND, async || node.reloads().rejected == 1).await);
+    assert!(busbar_tests::support::eventually(TEST_TIMEOUT, async || node.reloads().rejected == 1).await);
     assert_eq!(class_of(call(&node, "hostile", "read:/etc/passwd").await), FailureClass::Failed);
     assert_eq!(class_of(call(&node, "hostile", "nonsense").await), FailureClass::Invalid, "the old version serves");
 }
@@ -198,7 +197,7 @@ async fn a_bad_grant_names_the_key_and_the_sidecar() {
     assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
     let reason = &report.skipped[0].reason;
     assert!(reason.contains("hostile.toml") && reason.contains("dirs") && reason.contains("missing"), "{reason}");
-    assert!(node.call("echo", vec![], SECOND).await.is_ok());
+    assert!(node.call("echo", vec![], TEST_TIMEOUT).await.is_ok());
 }
 
 #[tokio::test]
@@ -250,7 +249,7 @@ async fn echo_load(node: &Node, callers: usize, calls: usize) -> (Vec<Duration>,
                 let (mut latencies, mut failures) = (Vec::new(), Vec::new());
                 for _ in 0..calls {
                     let started = Instant::now();
-                    match node.call("echo", b"ping".to_vec(), SECOND).await {
+                    match node.call("echo", b"ping".to_vec(), TEST_TIMEOUT).await {
                         Ok(reply) if reply == b"ping" => latencies.push(started.elapsed()),
                         Ok(other) => failures.push(busbar::Failure::new(FailureClass::Failed, format!("{other:?}"))),
                         Err(f) => failures.push(f),
@@ -300,7 +299,7 @@ async fn a_well_behaved_handler_keeps_working_beside_hostile_ones() {
             tokio::spawn(async move {
                 let mut refused = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    refused += u64::from(node.call(name, payload.as_bytes().to_vec(), SECOND).await.is_err());
+                    refused += u64::from(node.call(name, payload.as_bytes().to_vec(), TEST_TIMEOUT).await.is_err());
                 }
                 refused
             })
@@ -346,9 +345,9 @@ async fn a_table_growth_bomb_is_contained() {
     let (node, report) = busbar_tests::support::start_on(&Default::default(), &folder, "").await;
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
     let started = Instant::now();
-    let bomb = node.call("tables", vec![], SECOND).await.expect_err("refused growth ends in a trap");
+    let bomb = node.call("tables", vec![], TEST_TIMEOUT).await.expect_err("refused growth ends in a trap");
     assert_eq!(bomb.class, FailureClass::Trapped, "{bomb}");
     assert!(bomb.message.contains("table limit"), "{bomb}");
-    assert!(started.elapsed() < SECOND, "the bomb ran {:?}", started.elapsed());
+    assert!(started.elapsed() < TEST_TIMEOUT, "the bomb ran {:?}", started.elapsed());
     assert_eq!(call(&node, "echo", "fine").await.as_deref(), Ok(b"fine".as_slice()));
 }

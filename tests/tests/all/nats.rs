@@ -5,10 +5,10 @@
 
 use busbar::FailureClass;
 use busbar_tests::nats::NatsServer;
+use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{Folder, eventually, nats_client, served, start_nats};
 use std::time::{Duration, Instant};
 
-const SECOND: Duration = Duration::from_secs(5);
 const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +28,7 @@ async fn a_handler_failure_is_an_immediate_typed_error_reply() {
     let client = server.client().await;
     let started = Instant::now();
     let reply = client.request("call.shop.fail", "unauthorized:who are you".into()).await.expect("a reply");
-    assert!(started.elapsed() < SECOND, "the caller waited out a timeout");
+    assert!(started.elapsed() < TEST_TIMEOUT, "the caller waited out a timeout");
     let headers = reply.headers.expect("error headers");
     assert_eq!(headers.get("Nats-Service-Error").map(|v| v.as_str()), Some("who are you"));
     assert_eq!(headers.get("Nats-Service-Error-Code").map(|v| v.as_str()), Some("401"));
@@ -37,7 +37,7 @@ async fn a_handler_failure_is_an_immediate_typed_error_reply() {
     for (payload, class) in
         [("invalid:x", FailureClass::Invalid), ("denied:x", FailureClass::Denied), ("failed:x", FailureClass::Failed)]
     {
-        let failure = busbar.call("fail", payload.into(), SECOND).await.unwrap_err();
+        let failure = busbar.call("fail", payload.into(), TEST_TIMEOUT).await.unwrap_err();
         assert_eq!((failure.class, failure.message.as_str()), (class, "x"));
     }
 }
@@ -73,7 +73,7 @@ async fn nobody_serving_is_not_found_at_once_and_timeouts_are_typed() {
     let (_node, _) = start_nats(&server.url(), &folder, "a", "", "").await;
     let busbar = nats_client(&server.url()).await;
     let started = Instant::now();
-    assert_eq!(busbar.call("nobody.home", vec![], SECOND).await.unwrap_err().class, FailureClass::NotFound);
+    assert_eq!(busbar.call("nobody.home", vec![], TEST_TIMEOUT).await.unwrap_err().class, FailureClass::NotFound);
     assert!(started.elapsed() < Duration::from_secs(1), "no responders took {:?}", started.elapsed());
     // The caller's 300 ms travel with the call: the handler is interrupted then, not at its own 3 s.
     let failure = busbar.call("spin", vec![], Duration::from_millis(300)).await.unwrap_err();
@@ -88,7 +88,7 @@ async fn calls_spread_over_every_node_serving_the_name() {
     let (b, _) = start_nats(&server.url(), &folder, "b", "", "").await;
     let client = nats_client(&server.url()).await;
     for i in 0..60u8 {
-        assert_eq!(client.call("echo", vec![i], SECOND).await, Ok(vec![i]));
+        assert_eq!(client.call("echo", vec![i], TEST_TIMEOUT).await, Ok(vec![i]));
     }
     assert_eq!(served(&a, "echo") + served(&b, "echo"), 60);
     assert!(served(&a, "echo") > 0 && served(&b, "echo") > 0, "one node answered everything");
@@ -196,7 +196,7 @@ async fn discovery_lists_live_nodes_and_forgets_stopped_ones() {
     let (a, _) = start_nats(&server.url(), &Folder::with(&["echo", "audit"]), "a", "alpha", "").await;
     let (b, _) = start_nats(&server.url(), &Folder::with(&["echo"]), "b", "beta", "").await;
     let client = nats_client(&server.url()).await;
-    client.call("echo", b"x".to_vec(), SECOND).await.expect("echo answers");
+    client.call("echo", b"x".to_vec(), TEST_TIMEOUT).await.expect("echo answers");
 
     let nodes = client.nodes().await.expect("nodes");
     let ids: Vec<_> = nodes.iter().map(|n| (n.node.as_str(), n.group.as_str())).collect();
@@ -321,7 +321,7 @@ async fn a_server_restart_under_load_loses_no_accepted_dispatch() {
         "accepted {accepted}, ran {}",
         served(&node, "echo")
     );
-    assert_eq!(client.call("echo", b"after".to_vec(), SECOND).await, Ok(b"after".to_vec()), "calls work again");
+    assert_eq!(client.call("echo", b"after".to_vec(), TEST_TIMEOUT).await, Ok(b"after".to_vec()), "calls work again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,11 +357,15 @@ async fn an_oversize_payload_is_refused_as_invalid_not_a_hang() {
     let client = nats_client(&server.url()).await;
     let huge = vec![7u8; 2 << 20]; // the server's max_payload is 1 MiB
     let started = Instant::now();
-    assert_eq!(client.call("echo", huge.clone(), SECOND).await.unwrap_err().class, FailureClass::Invalid);
+    assert_eq!(client.call("echo", huge.clone(), TEST_TIMEOUT).await.unwrap_err().class, FailureClass::Invalid);
     let refused = client.dispatch("echo", huge).await.unwrap_err();
     assert_eq!(refused.class, FailureClass::Invalid, "{refused}");
-    assert!(started.elapsed() < SECOND, "refused only after {:?}", started.elapsed());
-    assert_eq!(client.call("echo", b"small".to_vec(), SECOND).await, Ok(b"small".to_vec()), "the connection survives");
+    assert!(started.elapsed() < TEST_TIMEOUT, "refused only after {:?}", started.elapsed());
+    assert_eq!(
+        client.call("echo", b"small".to_vec(), TEST_TIMEOUT).await,
+        Ok(b"small".to_vec()),
+        "the connection survives"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,7 +375,7 @@ async fn the_trace_context_travels_in_nats_headers_to_the_handler_and_on() {
     let (_node, _) = start_nats(&server.url(), &greet_calling_whoami(), "a", "", "").await;
     let busbar = nats_client(&server.url()).await;
     let headers = vec![("traceparent".to_string(), CALLER.to_string())];
-    let reply = busbar.call_with("greet", b"x".to_vec(), headers, SECOND).await.expect("greet answers");
+    let reply = busbar.call_with("greet", b"x".to_vec(), headers, TEST_TIMEOUT).await.expect("greet answers");
     // greet's call to `echo` went out over NATS too (the node sends through its connection).
     let seen = seen_span(reply.strip_prefix(b"hello, ").expect("greet's reply"));
     let caller = busbar::trace::SpanContext::parse(CALLER).unwrap();
@@ -393,5 +397,5 @@ async fn readiness_follows_the_nats_connection() {
     assert!(down, "readiness still says {:?} with the server gone", ops.readiness());
     server.restart();
     assert!(eventually(WAIT, async || ops.readiness().is_ok()).await, "not ready again: {:?}", ops.readiness());
-    assert_eq!(node.call("echo", b"back".to_vec(), SECOND).await, Ok(b"back".to_vec()));
+    assert_eq!(node.call("echo", b"back".to_vec(), TEST_TIMEOUT).await, Ok(b"back".to_vec()));
 }

@@ -6,10 +6,10 @@
 use crate::reload::{EITHER_REPLY, GREET_REPLY, PAYLOAD, svc_folder};
 use busbar::Node;
 use busbar_tests::nats::NatsServer;
+use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{CallLoad, Folder, eventually, guest_version, nats_client, served, start_nats_watching};
 use std::time::Duration;
 
-const SECOND: Duration = Duration::from_secs(5);
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Whether `node` comes to serve `svc` with guest `version`.
@@ -43,7 +43,7 @@ async fn two_watching_nodes_swap_versions_under_load_with_no_failed_call() {
     .await;
     assert!(listed_once, "discovery still lists node a for svc: {:?}", client.services().await);
     for _ in 0..20 {
-        assert_eq!(client.call("svc", PAYLOAD.to_vec(), SECOND).await.as_deref(), Ok(GREET_REPLY), "b answers");
+        assert_eq!(client.call("svc", PAYLOAD.to_vec(), TEST_TIMEOUT).await.as_deref(), Ok(GREET_REPLY), "b answers");
     }
     let (calls, wrong) = load.stop().await;
     assert!(wrong.is_empty(), "{} of {calls} calls failed or got another reply: {:?}", wrong.len(), &wrong[..1]);
@@ -94,7 +94,7 @@ async fn a_removed_handler_stops_answering_within_a_fixed_time_under_steady_traf
         let started = std::time::Instant::now();
         let mut last_answer = None;
         while started.elapsed() < Duration::from_secs(6) {
-            if client.call("echo", b"x".to_vec(), SECOND).await.is_ok() {
+            if client.call("echo", b"x".to_vec(), TEST_TIMEOUT).await.is_ok() {
                 last_answer = Some(std::time::Instant::now());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -5,13 +5,11 @@
 use busbar::http::{Ops, Server, gateway_routes, ops_routes};
 use busbar::metrics::Metrics;
 use busbar::{FailureClass, Node};
+use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{Folder, HANDLER_CLASSES, start};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-const SECOND: Duration = Duration::from_secs(5);
 
 /// The operations and gateway routes of `ops` on a loopback port; the
 /// server stops when the returned token is dropped.
@@ -55,14 +53,14 @@ async fn post(url: &str, body: &str) -> reqwest::Response {
 async fn metrics_count_exactly_the_work_done() {
     let (node, url, _guard) = served(&Folder::with(&["echo", "fail"])).await;
     for _ in 0..5 {
-        node.call("echo", b"x".to_vec(), SECOND).await.unwrap();
+        node.call("echo", b"x".to_vec(), TEST_TIMEOUT).await.unwrap();
     }
     for payload in ["invalid:a", "invalid:b", "invalid:c", "retry:d", "retry:e"] {
-        node.call("fail", payload.into(), SECOND).await.unwrap_err();
+        node.call("fail", payload.into(), TEST_TIMEOUT).await.unwrap_err();
     }
     let receipt = node.dispatch("fail", b"invalid:never retried".to_vec()).await.unwrap();
     receipt.outcome.expect("the default driver reports outcomes").await.unwrap();
-    node.call("nobody", vec![], SECOND).await.unwrap_err(); // no handler: not an invocation
+    node.call("nobody", vec![], TEST_TIMEOUT).await.unwrap_err(); // no handler: not an invocation
 
     let (status, text) = get(&format!("{url}/metrics")).await;
     assert_eq!(status, 200);
@@ -136,7 +134,8 @@ async fn the_gateway_answers_each_failure_class_with_its_status() {
     // `slow` runs one invocation at a time and queues none: a second call
     // while the first runs is turned away.
     let busy = tokio::spawn(post_owned(format!("{url}/call/slow"), "1500"));
-    busbar_tests::support::eventually(SECOND, async || metric(&url, "busbar_invocations_in_flight").await == 1.0).await;
+    busbar_tests::support::eventually(TEST_TIMEOUT, async || metric(&url, "busbar_invocations_in_flight").await == 1.0)
+        .await;
     let turned_away = post(&format!("{url}/call/slow"), "10").await;
     assert_eq!(turned_away.status().as_u16(), 503);
     assert_eq!(turned_away.headers()["retry-after"], "1");

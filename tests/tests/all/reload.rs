@@ -5,13 +5,13 @@
 //! Every wait here waits for an observable outcome (a reply, a counter).
 
 use busbar::{FailureClass, Node};
+use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{
     CallLoad, Folder, capture_logs, eventually, guest, guest_version, start_watching, wrong_world_guest,
 };
 use std::io::Write;
 use std::time::Duration;
 
-const SECOND: Duration = Duration::from_secs(5);
 /// How long a change may take to show; far above the expected ~20 ms.
 const SHOWS: Duration = Duration::from_secs(10);
 
@@ -30,7 +30,7 @@ pub(crate) fn svc_folder() -> Folder {
 }
 
 async fn answers(node: &Node, name: &str, reply: &[u8]) -> bool {
-    eventually(SHOWS, async || node.call(name, PAYLOAD.to_vec(), SECOND).await.as_deref() == Ok(reply)).await
+    eventually(SHOWS, async || node.call(name, PAYLOAD.to_vec(), TEST_TIMEOUT).await.as_deref() == Ok(reply)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +48,7 @@ async fn fifty_swaps_under_load_fail_no_call_and_the_last_version_wins() {
     assert!(calls > 1000, "the load was too light to mean anything: {calls} calls");
     // The 50th swap put `echo` back: only it answers now.
     for _ in 0..100 {
-        assert_eq!(node.call("svc", PAYLOAD.to_vec(), SECOND).await.as_deref(), Ok(ECHO_REPLY));
+        assert_eq!(node.call("svc", PAYLOAD.to_vec(), TEST_TIMEOUT).await.as_deref(), Ok(ECHO_REPLY));
     }
     assert_eq!(node.reloads().applied, 50);
     let stats = node.local_stats().into_iter().find(|s| s.name == "svc").expect("svc stats");
@@ -67,7 +67,7 @@ async fn a_half_written_file_is_rejected_and_the_old_version_serves_until_the_re
     file.write_all(&greet[..greet.len() / 2]).expect("first half");
     file.flush().expect("flush");
     assert!(eventually(SHOWS, async || node.reloads().rejected >= 1).await, "the half file was never examined");
-    assert_eq!(node.call("svc", PAYLOAD.to_vec(), SECOND).await.as_deref(), Ok(ECHO_REPLY), "old version serves");
+    assert_eq!(node.call("svc", PAYLOAD.to_vec(), TEST_TIMEOUT).await.as_deref(), Ok(ECHO_REPLY), "old version serves");
     file.write_all(&greet[greet.len() / 2..]).expect("second half");
     drop(file);
     assert!(answers(&node, "svc", GREET_REPLY).await, "the complete file never served");
@@ -89,7 +89,7 @@ async fn files_that_do_not_validate_are_rejected_with_the_reason_and_the_old_ver
         folder.put("svc.wasm", &bytes);
         let rejected = i as u64 + 1;
         assert!(eventually(SHOWS, async || node.reloads().rejected == rejected).await, "{what} was not rejected");
-        assert_eq!(node.call("svc", PAYLOAD.to_vec(), SECOND).await.as_deref(), Ok(ECHO_REPLY), "after {what}");
+        assert_eq!(node.call("svc", PAYLOAD.to_vec(), TEST_TIMEOUT).await.as_deref(), Ok(ECHO_REPLY), "after {what}");
         let text = logs.contents();
         assert!(
             text.lines().any(|l| l.contains("handler=svc") && l.contains("keeps serving") && l.contains(reason)),
@@ -107,7 +107,7 @@ async fn a_removed_handler_stops_serving_and_serves_again_when_put_back() {
     let node = start_watching(&folder).await;
     folder.remove("svc.wasm");
     let gone = eventually(SHOWS, async || {
-        node.call("svc", PAYLOAD.to_vec(), SECOND).await.is_err_and(|f| f.class == FailureClass::NotFound)
+        node.call("svc", PAYLOAD.to_vec(), TEST_TIMEOUT).await.is_err_and(|f| f.class == FailureClass::NotFound)
     })
     .await;
     assert!(gone, "svc still served after its file was removed");
@@ -121,7 +121,8 @@ async fn a_removed_handler_stops_serving_and_serves_again_when_put_back() {
 async fn a_new_file_starts_serving_without_a_restart() {
     let folder = Folder::with(&["echo"]);
     let node = start_watching(&folder).await;
-    assert!(node.call("hello", PAYLOAD.to_vec(), SECOND).await.is_err());
+    let missing = node.call("hello", PAYLOAD.to_vec(), TEST_TIMEOUT).await.expect_err("nothing serves it yet");
+    assert_eq!(missing.class, busbar::FailureClass::NotFound, "{missing}");
     folder.put_guest("greet", "hello");
     assert!(answers(&node, "hello", GREET_REPLY).await, "the new handler never served");
 }
@@ -135,13 +136,13 @@ async fn a_sidecar_only_change_reapplies_the_policy_of_the_same_version() {
     folder.put("svc.toml", b"names = [\"svc.only\"]\ntimeout = \"1s\"\n");
     assert!(answers(&node, "svc.only", ECHO_REPLY).await, "the renamed name never served");
     for name in ["svc", "svc.copy"] {
-        let failure = node.call(name, PAYLOAD.to_vec(), SECOND).await.expect_err("no longer served");
+        let failure = node.call(name, PAYLOAD.to_vec(), TEST_TIMEOUT).await.expect_err("no longer served");
         assert_eq!(failure.class, FailureClass::NotFound, "{name}: {failure}");
     }
     // A broken sidecar keeps the policy that was in force.
     folder.put("svc.toml", b"nmes = [\"oops\"]\n");
     assert!(eventually(SHOWS, async || node.reloads().rejected == 1).await, "the bad sidecar was not rejected");
-    assert_eq!(node.call("svc.only", PAYLOAD.to_vec(), SECOND).await.as_deref(), Ok(ECHO_REPLY));
+    assert_eq!(node.call("svc.only", PAYLOAD.to_vec(), TEST_TIMEOUT).await.as_deref(), Ok(ECHO_REPLY));
     assert_eq!(node.reloads().applied, 2);
     let stats = node.local_stats().into_iter().find(|s| s.name == "svc.only").expect("stats");
     assert_eq!(stats.reloads, 0, "the same compiled version kept serving");

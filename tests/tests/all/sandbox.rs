@@ -2,16 +2,18 @@
 //! invocations unless the handler opts into reuse (and then never past a
 //! trap), and guest output goes to the node's log tagged with the handler.
 
+use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{Folder, start};
-use std::time::Duration;
-
-const SECOND: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn no_state_leaks_between_invocations() {
     let node = start(&Folder::with(&["tally"])).await;
     for _ in 0..5 {
-        assert_eq!(node.call("tally", vec![], SECOND).await, Ok(b"1".to_vec()), "every call sees a fresh instance");
+        assert_eq!(
+            node.call("tally", vec![], TEST_TIMEOUT).await,
+            Ok(b"1".to_vec()),
+            "every call sees a fresh instance"
+        );
     }
 }
 
@@ -22,7 +24,7 @@ async fn an_instance_serves_at_most_reuse_plus_one_invocations() {
     let node = start(&folder).await;
     let mut replies = Vec::new();
     for _ in 0..7 {
-        replies.push(String::from_utf8(node.call("tally", vec![], SECOND).await.expect("reply")).expect("utf-8"));
+        replies.push(String::from_utf8(node.call("tally", vec![], TEST_TIMEOUT).await.expect("reply")).expect("utf-8"));
     }
     assert_eq!(replies, ["1", "2", "3", "1", "2", "3", "1"], "each instance serves three calls, then a fresh one");
 }
@@ -32,11 +34,11 @@ async fn an_instance_that_trapped_is_never_reused() {
     let folder = Folder::with(&["tally"]);
     folder.sidecar("tally", "reuse = 100\n");
     let node = start(&folder).await;
-    assert_eq!(node.call("tally", vec![], SECOND).await, Ok(b"1".to_vec()));
-    assert_eq!(node.call("tally", vec![], SECOND).await, Ok(b"2".to_vec()), "the instance was reused");
-    let trapped = node.call("tally", b"trap".to_vec(), SECOND).await.expect_err("it panics");
+    assert_eq!(node.call("tally", vec![], TEST_TIMEOUT).await, Ok(b"1".to_vec()));
+    assert_eq!(node.call("tally", vec![], TEST_TIMEOUT).await, Ok(b"2".to_vec()), "the instance was reused");
+    let trapped = node.call("tally", b"trap".to_vec(), TEST_TIMEOUT).await.expect_err("it panics");
     assert_eq!(trapped.class, busbar::FailureClass::Trapped, "{trapped}");
-    assert_eq!(node.call("tally", vec![], SECOND).await, Ok(b"1".to_vec()), "a fresh instance after the trap");
+    assert_eq!(node.call("tally", vec![], TEST_TIMEOUT).await, Ok(b"1".to_vec()), "a fresh instance after the trap");
 }
 
 #[tokio::test]

@@ -3,12 +3,10 @@
 
 use busbar::FailureClass;
 use busbar::toolkit::scaffold::Lang;
+use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{Folder, repo, start};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
-
-const SECOND: Duration = Duration::from_secs(5);
 
 /// Runs `program args` in `dir` with componentize-py (from `./dev handlers`)
 /// first on PATH; fails the test with its output if it fails.
@@ -69,8 +67,8 @@ async fn a_new_project_builds_and_serves(lang: Lang) {
     let folder = Folder::with(&[]);
     folder.add_file(&component, &name);
     let node = start(&folder).await;
-    assert_eq!(node.call(&name, b"world".to_vec(), SECOND).await, Ok(b"hello, world".to_vec()), "{lang}");
-    let failure = node.call(&name, Vec::new(), SECOND).await.unwrap_err();
+    assert_eq!(node.call(&name, b"world".to_vec(), TEST_TIMEOUT).await, Ok(b"hello, world".to_vec()), "{lang}");
+    let failure = node.call(&name, Vec::new(), TEST_TIMEOUT).await.unwrap_err();
     assert_eq!((failure.class, failure.message.as_str()), (FailureClass::Invalid, "send a name to greet"), "{lang}");
 }
 

@@ -4,10 +4,9 @@
 
 use busbar::Node;
 use busbar::trace::SpanContext;
+use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{Folder, start};
-use std::time::Duration;
 
-const SECOND: Duration = Duration::from_secs(5);
 /// The example of the W3C recommendation.
 pub const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -33,7 +32,7 @@ pub fn greet_calling_whoami() -> Folder {
 
 async fn call_traced(node: &Node, name: &str, payload: &[u8]) -> Vec<u8> {
     let headers = vec![("traceparent".into(), CALLER.into()), ("tracestate".into(), "vendor=opaque".into())];
-    node.call_with(name, payload.to_vec(), headers, SECOND).await.expect("answers")
+    node.call_with(name, payload.to_vec(), headers, TEST_TIMEOUT).await.expect("answers")
 }
 
 #[tokio::test]
@@ -60,8 +59,8 @@ async fn a_call_made_by_a_handler_carries_the_trace_on() {
 #[tokio::test]
 async fn a_call_without_a_trace_starts_one() {
     let node = start(&Folder::with(&["whoami"])).await;
-    let first = seen_span(&node.call("whoami", vec![], SECOND).await.unwrap());
-    let second = seen_span(&node.call("whoami", vec![], SECOND).await.unwrap());
+    let first = seen_span(&node.call("whoami", vec![], TEST_TIMEOUT).await.unwrap());
+    let second = seen_span(&node.call("whoami", vec![], TEST_TIMEOUT).await.unwrap());
     assert_ne!(first.trace_id, second.trace_id, "each untraced call is a trace of its own");
     assert_eq!(first.flags, 1, "sampled");
 }
