@@ -92,8 +92,7 @@ pub async fn contenders(options: &RuntimeOptions) -> anyhow::Result<(Vec<Arc<Con
     config.node.handlers = folder.path().to_path_buf();
     config.node.cache = None;
     let runtime = Arc::new(Runtime::new(options)?);
-    let (node, report) =
-        NodeBuilder::new(config).runtime(runtime).driver("default", Arc::new(DefaultDriver::new())).start().await?;
+    let (node, report) = NodeBuilder::new(config).runtime(runtime).hub(DefaultDriver::new()).start().await?;
     anyhow::ensure!(report.loaded.len() == 1, "echo did not load: {:?}", report.skipped);
     let floor = Floor::new(options, &guest("echo"), TIMEOUT)?;
     let contenders =

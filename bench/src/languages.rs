@@ -64,11 +64,8 @@ pub async fn measure(plan: Plan) -> anyhow::Result<Vec<Row>> {
 
     let mut config = Config::default();
     config.node.handlers = folder.path().to_path_buf();
-    let (node, report) = NodeBuilder::new(config)
-        .runtime(Arc::new(Runtime::new(&options)?))
-        .driver("default", Arc::new(DefaultDriver::new()))
-        .start()
-        .await?;
+    let (node, report) =
+        NodeBuilder::new(config).runtime(Arc::new(Runtime::new(&options)?)).hub(DefaultDriver::new()).start().await?;
     anyhow::ensure!(report.loaded.len() == 2 * ECHOES.len(), "not every echo loaded: {:?}", report.skipped);
     let mut rows = Vec::new();
     for (lang, name, size, compile, cached) in loads {

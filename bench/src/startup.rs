@@ -78,7 +78,7 @@ pub async fn start_once(folder: &Path, cache: &Path, n: usize) -> anyhow::Result
     config.node.handlers = folder.to_path_buf();
     config.node.cache = Some(cache.to_path_buf());
     let started = Instant::now();
-    let (node, report) = NodeBuilder::new(config).driver("default", Arc::new(DefaultDriver::new())).start().await?;
+    let (node, report) = NodeBuilder::new(config).hub(DefaultDriver::new()).start().await?;
     let reply = node.call(&handler_name(0), b"ping".to_vec(), Duration::from_secs(5)).await;
     let elapsed = started.elapsed();
     node.stop().await;

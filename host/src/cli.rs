@@ -3,10 +3,9 @@
 //! exit code (0 ok, 1 host error, 2 usage, 10–18 a failure class).
 
 use crate::config::Config;
-use crate::failure::Failure;
-use crate::http::{Ops, Server};
-use crate::metrics::Metrics;
-use crate::node::Node;
+use crate::delivery::failure::Failure;
+use crate::handlers::progress;
+use crate::node::{Node, NodeBuilder};
 use crate::runtime::{MESSAGE_EXPORT, Runtime, SERVICE_EXPORT};
 use crate::toolkit::{self, scaffold, scaffold::Lang, scaffold::Project};
 use clap::{Parser, Subcommand};
@@ -14,7 +13,6 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// busbar: WebAssembly component handlers on a message bus.
@@ -278,7 +276,11 @@ fn config_file(cli: &Cli) -> Option<PathBuf> {
 
 fn load_config(cli: &Cli) -> Result<Config, Exit> {
     let mut config = match config_file(cli) {
-        Some(path) => Config::load(&path).map_err(host)?,
+        Some(path) => {
+            let config = Config::load(&path).map_err(host)?;
+            config.check_drivers(&path, &crate::driver::KNOWN).map_err(host)?;
+            config
+        }
         None => Config::default(),
     };
     if let Some(dir) = &cli.handlers {
@@ -287,36 +289,15 @@ fn load_config(cli: &Cli) -> Result<Config, Exit> {
     Ok(config)
 }
 
-/// Starts a node for a command. `busbar run` serves the handlers folder. The
-/// one-shot commands serve it too on the in-process default driver (there is
-/// no other node to reach); on a shared bus they are plain clients.
+/// Starts a node for a one-shot command: it serves the handlers folder on the
+/// in-process default driver (there is no other node to reach); on a shared
+/// bus it is a plain client. (`busbar run` is [`crate::ops::serve::run`].)
 async fn start(cli: &Cli) -> Result<Node, Exit> {
-    start_with(cli, load_config(cli)?, None).await
-}
-
-async fn start_with(cli: &Cli, config: Config, metrics: Option<Arc<Metrics>>) -> Result<Node, Exit> {
-    let started = Instant::now();
-    let run = matches!(cli.command, Command::Run { .. });
-    let serve = run || config.connections.iter().all(|c| c.driver == "default");
-    let watch = run && config.node.watch;
-    let bar = run && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let display = if bar { crate::progress::Display::Bar } else { crate::progress::Display::Lines };
-    let builder = crate::node::NodeBuilder::new(config).watch(watch).progress(display);
-    let builder = match metrics {
-        Some(metrics) => builder.metrics(metrics),
-        None => builder,
-    };
+    let config = load_config(cli)?;
+    let serve = config.connections.iter().all(|c| c.driver == "default");
+    let builder = NodeBuilder::new(config);
     let builder = if serve { builder } else { builder.client() };
-    let (node, report) = builder.start().await.map_err(host)?;
-    tracing::info!(
-        handlers = report.loaded.len(),
-        skipped = report.skipped.len(),
-        cached = report.cached,
-        elapsed = ?started.elapsed(),
-        "node {} serving {}",
-        node.config().node.id,
-        node.config().node.handlers.display()
-    );
+    let (node, _) = builder.start().await.map_err(host)?;
     Ok(node)
 }
 
@@ -343,53 +324,12 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         Command::Run { metrics, http } => {
             // Listen before the node says it serves: a SIGTERM right after
             // that line must stop it cleanly, not kill it.
-            let shutdown = shutdown_signal();
+            let shutdown = crate::ops::serve::shutdown_signal();
             let config = load_config(&cli)?;
-            let drain = config.node.drain;
-            let (metrics, http) = (metrics.or(config.node.metrics), http.or(config.node.http));
-            // The listeners come up first, so probes get `starting` while the
-            // node compiles its handlers.
-            let recorder = Arc::new(Metrics::new(u64::from(crate::node::runtime_options(&config).max_instances)));
-            let ops = Ops::new(recorder.clone());
-            let stop_listening = tokio_util::sync::CancellationToken::new();
-            let mut servers = Vec::new();
-            for (addr, router) in crate::http::routers(&ops, metrics, http) {
-                let server = Server::start(addr, router, stop_listening.clone())
-                    .await
-                    .map_err(|e| host(format!("cannot listen on {addr}: {e}")))?;
-                let what = match (Some(addr) == metrics, Some(addr) == http) {
-                    (true, true) => "metrics, health and the HTTP gateway",
-                    (true, false) => "metrics and health (/metrics, /healthz, /readyz)",
-                    _ => "the HTTP gateway",
-                };
-                tracing::info!("serving {what} on http://{}", server.local_addr());
-                servers.push(server);
-            }
-            let node = start_with(&cli, config, Some(recorder)).await?;
-            ops.attach(node.clone());
-            shutdown.await;
-            ops.drain();
-            tracing::info!(?drain, "stopping: draining in-flight work");
-            // HTTP requests in progress finish first (they need the node),
-            // then the node stops receiving and finishes its deliveries.
-            stop_listening.cancel();
-            let drained = tokio::time::timeout(drain, async {
-                for server in servers {
-                    if let Err(e) = server.finished().await {
-                        tracing::warn!("an HTTP listener failed: {e}");
-                    }
-                }
-                node.stop().await;
-            })
-            .await;
-            if drained.is_err() {
-                return Err(host(format!(
-                    "the drain time of {} ran out with work still in flight (raise [node] drain)",
-                    humantime::format_duration(drain)
-                )));
-            }
-            tracing::info!("stopped");
-            Ok(())
+            let bar = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let progress = if bar { progress::Display::Bar } else { progress::Display::Lines };
+            let options = crate::ops::serve::Options { metrics: *metrics, http: *http, progress };
+            crate::ops::serve::run(config, options, shutdown, |_| {}).await.map_err(host)
         }
         Command::Call { name, payload, timeout } => {
             let payload = read_payload(payload)?;
@@ -466,7 +406,11 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         Command::Guest { action } => guest(action).map_err(|e| host(format!("{e:#}"))),
         Command::Config { action: ConfigAction::Check { file } } => {
             let (config, source) = match file {
-                Some(path) => (Config::load(path).map_err(host)?, path.display().to_string()),
+                Some(path) => {
+                    let config = Config::load(path).map_err(host)?;
+                    config.check_drivers(path, &crate::driver::KNOWN).map_err(host)?;
+                    (config, path.display().to_string())
+                }
                 None => {
                     let source = config_file(&cli).map_or_else(|| "<defaults>".into(), |p| p.display().to_string());
                     (load_config(&cli)?, source)
@@ -529,8 +473,8 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             println!("{:<32} {:<8} NODES", "NAME", "KIND");
             for s in services {
                 let kind = match s.kind {
-                    crate::stats::Kind::Service => "service",
-                    crate::stats::Kind::Message => "message",
+                    crate::delivery::Kind::Service => "service",
+                    crate::delivery::Kind::Message => "message",
                 };
                 println!("{:<32} {:<8} {}", s.name, kind, s.nodes.join(","));
             }
@@ -609,27 +553,6 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 
 /// Resolves at SIGINT or SIGTERM. The handlers are installed when this is
 /// called, not when the future is first polled.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
-    async move {
-        match (term, &mut interrupt) {
-            (Ok(mut term), Ok(interrupt)) => {
-                tokio::select! {
-                    _ = interrupt.recv() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            (Ok(mut term), Err(_)) => {
-                term.recv().await;
-            }
-            (Err(_), _) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-}
-
 fn guest(action: &GuestAction) -> anyhow::Result<()> {
     use anyhow::Context as _;
     match action {

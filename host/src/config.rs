@@ -282,20 +282,39 @@ impl Config {
         config
     }
 
+    /// Refuses a connection whose driver is none of `known`; `file` is
+    /// where the config came from. The CLI knows the built-in drivers
+    /// ([`crate::driver::KNOWN`]); an embedder adds its own with
+    /// `NodeBuilder::driver`, which checks them when the node starts.
+    pub fn check_drivers(&self, file: &Path, known: &[&str]) -> Result<(), ConfigError> {
+        match self.connections.iter().find(|c| !known.contains(&c.driver.as_str())) {
+            Some(c) => Err(ConfigError::new(
+                file,
+                format!(
+                    "[bus{}] driver `{}` is unknown; known drivers: {}",
+                    suffix(&c.name),
+                    c.driver,
+                    known.join(", ")
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn resolve(raw: RawConfig, file: &Path, base: &Path) -> Result<Self, ConfigError> {
         let RawConfig { mut node, handlers, mut grants, bus } = raw;
         node.handlers = base.join(&node.handlers);
         node.cache = node.cache.map(|c| base.join(c));
         grants.dirs = grants.dirs.iter().map(|d| base.join(d)).collect();
         for entry in &grants.net {
-            crate::handlers::NetPattern::parse(entry)
+            crate::handlers::sidecar::NetPattern::parse(entry)
                 .map_err(|e| ConfigError::new(file, format!("in `grants.net`: {e}")))?;
         }
         if node.id.trim().is_empty() {
             return Err(ConfigError::new(file, "node.id cannot be empty"));
         }
         let bounded = || -> Result<(), String> {
-            crate::handlers::Policy::from_defaults("", &handlers).check("handlers.")?;
+            crate::handlers::sidecar::Policy::from_defaults("", &handlers).check("handlers.")?;
             limits::count_within("handlers.max_depth", handlers.max_depth, 0, limits::MAX_DEPTH)?;
             limits::duration_at_most("node.drain", node.drain, limits::MAX_DRAIN)?;
             Ok(())
@@ -351,15 +370,8 @@ fn connection(
 ) -> Result<ConnectionConfig, ConfigError> {
     let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone()).unwrap_or_default();
     let driver = own.driver.clone().or_else(|| inherited.driver.clone()).unwrap_or_else(|| "default".into());
-    if !crate::driver::KNOWN.contains(&driver.as_str()) {
-        return Err(ConfigError::new(
-            file,
-            format!(
-                "[bus{}] driver `{driver}` is unknown; known drivers: {}",
-                suffix(name),
-                crate::driver::KNOWN.join(", ")
-            ),
-        ));
+    if driver.is_empty() || !driver.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(ConfigError::new(file, format!("[bus{}] driver `{driver}` is not a driver name", suffix(name))));
     }
     let prefix = pick(&own.prefix, &inherited.prefix);
     if !prefix.is_empty() && !prefix.ends_with('.') {
@@ -491,7 +503,10 @@ mod tests {
 
     #[test]
     fn unknown_driver_and_bad_prefix_are_errors() {
-        assert!(parse("[bus]\ndriver = \"carrier-pigeon\"\n").unwrap_err().to_string().contains("carrier-pigeon"));
+        let pigeon = parse("[bus]\ndriver = \"carrier-pigeon\"\n").expect("any driver name parses");
+        let e = pigeon.check_drivers(Path::new("node.toml"), &crate::driver::KNOWN).unwrap_err().to_string();
+        assert!(e.contains("node.toml") && e.contains("carrier-pigeon") && e.contains("default, nats"), "{e}");
+        assert!(parse("[bus]\ndriver = \"a b\"\n").is_err());
         assert!(parse("[bus]\nprefix = \"shop\"\n").unwrap_err().to_string().contains("end with a dot"));
     }
 }

@@ -8,8 +8,8 @@
 //! panic at a named point of the delivery path for a given bus name, so the
 //! tests prove the rule without a real panic left in the code.
 
-use crate::failure::{Failure, FailureClass};
-use crate::metrics::Metrics;
+use crate::delivery::failure::{Failure, FailureClass};
+use crate::ops::metrics::Metrics;
 use futures_util::FutureExt as _;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

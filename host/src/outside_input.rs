@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::delivery::{DEPTH_HEADER, Envelope, Mode};
 use crate::driver::nats::wire;
-use crate::handlers::{self, Rules};
+use crate::handlers::sidecar::{self as handlers, Rules};
 use crate::limits::{self, MAX_DURATION};
 use crate::units::{parse_duration, parse_size};
 use proptest::prelude::*;
@@ -91,8 +91,8 @@ proptest! {
 
     #[test]
     fn names_are_refused_or_usable(name in prop_oneof![any::<String>(), "[a-z_.*> -]{0,300}"]) {
-        if crate::name::validate(&name).is_ok() {
-            prop_assert!(!name.is_empty() && name.len() <= crate::name::MAX_LEN && !name.starts_with('_'));
+        if crate::delivery::name::validate(&name).is_ok() {
+            prop_assert!(!name.is_empty() && name.len() <= crate::delivery::name::MAX_LEN && !name.starts_with('_'));
             prop_assert!(name.split('.').all(|t| !t.is_empty() && !t.contains(['*', '>', ' '])));
         }
     }
@@ -114,7 +114,7 @@ proptest! {
         }
         let envelope = Envelope::once("x", Mode::Call, vec![], vec![(DEPTH_HEADER.into(), value.clone())]);
         let _ = envelope.depth().saturating_add(1);
-        let _ = crate::trace::SpanContext::parse(&value);
+        let _ = crate::ops::trace::SpanContext::parse(&value);
         let _ = wire::failure_from(Some(&map));
     }
 

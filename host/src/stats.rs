@@ -2,6 +2,8 @@
 //! nanoseconds), and the listing types every driver reports: nodes, services,
 //! stats.
 
+use crate::delivery::Kind;
+
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,16 +119,6 @@ pub struct NodeInfo {
     pub started: String,
     /// When it was last seen alive, RFC 3339 UTC.
     pub last_seen: String,
-}
-
-/// Whether a name answers (service) or listens (message).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// Answers call and dispatch.
-    Service,
-    /// Receives broadcast and rolecast.
-    Message,
 }
 
 /// A name on the bus and the nodes that serve it.

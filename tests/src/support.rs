@@ -150,12 +150,7 @@ impl Folder {
 pub async fn start_on(hub: &DefaultDriver, folder: &Folder, config: &str) -> (Node, LoadReport) {
     let mut config = Config::parse(config, Path::new("test.toml")).expect("test config is valid");
     config.node.handlers = folder.path().to_path_buf();
-    NodeBuilder::new(config)
-        .runtime(runtime())
-        .driver("default", Arc::new(hub.clone()))
-        .start()
-        .await
-        .expect("node starts")
+    NodeBuilder::new(config).runtime(runtime()).hub(hub.clone()).start().await.expect("node starts")
 }
 
 /// Starts a lone node serving `folder` with default config on a private hub.
@@ -170,7 +165,7 @@ pub async fn start_watching(folder: &Folder) -> Node {
     config.node.handlers = folder.path().to_path_buf();
     NodeBuilder::new(config)
         .runtime(runtime())
-        .driver("default", Arc::new(DefaultDriver::new()))
+        .hub(DefaultDriver::new())
         .watch(true)
         .start()
         .await

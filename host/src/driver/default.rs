@@ -10,12 +10,13 @@ use super::{
     Connection, DRAIN, DeadLetter, DispatchOutcome, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec,
 };
 use crate::config::ConnectionConfig;
-use crate::delivery::{self, Envelope, Headers, Mode, Next};
-use crate::failure::Failure;
-use crate::stats::{Kind, NameStats, NodeInfo, ServiceInfo, rfc3339};
+use crate::delivery::Kind;
+use crate::delivery::failure::Failure;
+use crate::delivery::{self, Envelope, Headers, Mode, Next, Request};
+use crate::stats::{NameStats, NodeInfo, ServiceInfo, rfc3339};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio_util::task::TaskTracker;
 
@@ -50,7 +51,7 @@ struct Member {
     group: String,
     /// The node behind the connection, held weakly: the node owns its
     /// connections, so a strong reference here would keep it alive forever.
-    inbound: Weak<dyn Inbound>,
+    inbound: Inbound,
     services: RwLock<HashMap<String, Arc<[Duration]>>>,
     messages: RwLock<HashSet<String>>,
 }
@@ -58,10 +59,7 @@ struct Member {
 impl Member {
     /// Delivers to the node, if it still exists.
     async fn deliver(&self, envelope: Envelope) -> Result<Vec<u8>, Failure> {
-        match self.inbound.upgrade() {
-            Some(node) => node.deliver(envelope).await,
-            None => Err(Failure::node_gone(&envelope.name)),
-        }
+        self.inbound.deliver(envelope).await
     }
 
     fn serves(&self, kind: Kind, name: &str) -> bool {
@@ -77,12 +75,13 @@ impl Hub {
     /// this hub through several connections.
     fn serving(&self, kind: Kind, name: &str) -> Vec<Arc<Member>> {
         let members = crate::sync::read(&self.members);
-        let mut seen = HashSet::new();
-        members
-            .iter()
-            .filter(|m| m.serves(kind, name) && seen.insert(m.inbound.as_ptr().cast::<()>()))
-            .cloned()
-            .collect()
+        let mut serving: Vec<Arc<Member>> = Vec::new();
+        for m in members.iter().filter(|m| m.serves(kind, name)) {
+            if !serving.iter().any(|s| s.inbound.same_node(&m.inbound)) {
+                serving.push(m.clone());
+            }
+        }
+        serving
     }
 
     /// One member serving `name`, in turn.
@@ -114,7 +113,7 @@ impl Hub {
 
     /// Runs a dispatch to completion: attempts on the service's schedule,
     /// then success or a dead letter, which the node that `sent` it counts.
-    async fn run_dispatch(self: Arc<Self>, sent: Weak<dyn Inbound>, dispatch: Dispatch) -> DispatchOutcome {
+    async fn run_dispatch(self: Arc<Self>, sent: Inbound, dispatch: Dispatch) -> DispatchOutcome {
         let Dispatch { id, name, payload, headers, retry } = dispatch;
         let mut history = Vec::new();
         let mut attempt = 1;
@@ -147,9 +146,7 @@ impl Hub {
                         failure: failure.clone(),
                         at: rfc3339(SystemTime::now()),
                     });
-                    if let Some(node) = sent.upgrade() {
-                        node.dead_lettered(&name);
-                    }
+                    sent.dead_lettered(&name);
                     return DispatchOutcome { id, name, attempts: attempt, result: Err(failure), history };
                 }
             }
@@ -167,20 +164,21 @@ struct Dispatch {
     retry: Arc<[Duration]>,
 }
 
-#[async_trait::async_trait]
-impl Driver for DefaultDriver {
-    async fn connect(
+impl DefaultDriver {
+    /// Joins the hub as the node behind `inbound` (the node calls the
+    /// connection directly: no boxed future per call).
+    pub(crate) fn connect_local(
         &self,
         config: &ConnectionConfig,
-        inbound: Arc<dyn Inbound>,
-    ) -> Result<Arc<dyn Connection>, DriverError> {
+        inbound: Inbound,
+    ) -> Result<Arc<DefaultConnection>, DriverError> {
         if let Some(key) = config.setting.keys().next() {
-            return Err(DriverError(format!("[bus] setting `{key}` is unknown: the default driver takes no settings")));
+            return Err(DriverError::Setting(format!("`{key}` is unknown: the default driver takes no settings")));
         }
         let member = Arc::new(Member {
             id: self.hub.next_id.fetch_add(1, Ordering::Relaxed),
             group: config.group.clone(),
-            inbound: Arc::downgrade(&inbound),
+            inbound,
             services: RwLock::default(),
             messages: RwLock::default(),
         });
@@ -188,8 +186,15 @@ impl Driver for DefaultDriver {
     }
 }
 
+#[async_trait::async_trait]
+impl Driver for DefaultDriver {
+    async fn connect(&self, config: &ConnectionConfig, inbound: Inbound) -> Result<Arc<dyn Connection>, DriverError> {
+        Ok(self.connect_local(config, inbound)?)
+    }
+}
+
 /// A node's connection to the in-process hub.
-struct DefaultConnection {
+pub(crate) struct DefaultConnection {
     hub: Arc<Hub>,
     member: Arc<Member>,
     /// Events and dispatches this connection sent and that still run, so
@@ -200,6 +205,15 @@ struct DefaultConnection {
 impl DefaultConnection {
     fn leave(&self) {
         crate::sync::write(&self.hub.members).retain(|m| m.id != self.member.id);
+    }
+
+    /// Calls the service `request` names on a node serving it, in turn.
+    pub(crate) async fn call(&self, request: Request) -> Result<Vec<u8>, Failure> {
+        let Request { name, payload, headers, timeout } = request;
+        let Some(member) = self.hub.pick(Kind::Service, &name) else { return Err(Failure::not_found(&name)) };
+        let mut envelope = Envelope::once(name, Mode::Call, payload, headers);
+        envelope.deadline = Some(crate::limits::deadline_in(timeout));
+        member.deliver(envelope).await
     }
 }
 
@@ -248,26 +262,18 @@ impl Connection for DefaultConnection {
         Ok(())
     }
 
-    async fn request(
-        &self,
-        name: &str,
-        payload: Vec<u8>,
-        headers: Headers,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, Failure> {
-        let member = self.hub.pick(Kind::Service, name).ok_or_else(|| Failure::not_found(name))?;
-        let mut envelope = Envelope::once(name, Mode::Call, payload, headers);
-        envelope.deadline = Some(crate::limits::deadline_in(timeout));
-        member.deliver(envelope).await
+    async fn request(&self, request: Request) -> Result<Vec<u8>, Failure> {
+        self.call(request).await
     }
 
-    async fn enqueue(&self, name: &str, payload: Vec<u8>, headers: Headers) -> Result<Receipt, Failure> {
-        let member = self.hub.pick(Kind::Service, name).ok_or_else(|| Failure::not_found(name))?;
-        let retry = crate::sync::read(&member.services).get(name).cloned().unwrap_or_else(|| Arc::new([]));
+    async fn enqueue(&self, request: Request) -> Result<Receipt, Failure> {
+        let Request { name, payload, headers, .. } = request;
+        let member = self.hub.pick(Kind::Service, &name).ok_or_else(|| Failure::not_found(&name))?;
+        let retry = crate::sync::read(&member.services).get(name.as_str()).cloned().unwrap_or_else(|| Arc::new([]));
         let id = format!("d{}", self.hub.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let hub = self.hub.clone();
-        let dispatch = Dispatch { id: id.clone(), name: name.into(), payload, headers, retry };
+        let dispatch = Dispatch { id: id.clone(), name, payload, headers, retry };
         let job = hub.run_dispatch(self.member.inbound.clone(), dispatch);
         self.tasks.spawn(async move {
             let _ = tx.send(job.await);
@@ -275,7 +281,9 @@ impl Connection for DefaultConnection {
         Ok(Receipt { id, outcome: Some(rx) })
     }
 
-    async fn publish(&self, name: &str, payload: Vec<u8>, headers: Headers, fanout: Fanout) -> Result<(), Failure> {
+    async fn publish(&self, request: Request, fanout: Fanout) -> Result<(), Failure> {
+        let Request { name, payload, headers, .. } = request;
+        let name = name.as_str();
         let mut targets = self.hub.serving(Kind::Message, name);
         if targets.is_empty() {
             return Err(Failure::not_found(name));
@@ -306,7 +314,7 @@ impl Connection for DefaultConnection {
 
     async fn stats(&self) -> Result<Vec<NameStats>, DriverError> {
         let members = crate::sync::read(&self.hub.members).clone();
-        Ok(members.iter().filter_map(|m| m.inbound.upgrade()).flat_map(|n| n.stats()).collect())
+        Ok(members.iter().flat_map(|m| m.inbound.stats()).collect())
     }
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, DriverError> {
@@ -314,8 +322,8 @@ impl Connection for DefaultConnection {
         let now = rfc3339(SystemTime::now());
         Ok(members
             .iter()
-            .filter_map(|m| m.inbound.upgrade())
-            .map(|n| NodeInfo { last_seen: now.clone(), ..n.info() })
+            .filter_map(|m| m.inbound.info())
+            .map(|info| NodeInfo { last_seen: now.clone(), ..info })
             .collect())
     }
 
@@ -323,7 +331,7 @@ impl Connection for DefaultConnection {
         let members = crate::sync::read(&self.hub.members).clone();
         let mut by_name: BTreeMap<(String, Kind), Vec<String>> = BTreeMap::new();
         for m in &members {
-            let Some(node) = m.inbound.upgrade().map(|n| n.info().node) else { continue };
+            let Some(node) = m.inbound.info().map(|info| info.node) else { continue };
             for name in crate::sync::read(&m.services).keys() {
                 by_name.entry((name.clone(), Kind::Service)).or_default().push(node.clone());
             }
@@ -342,7 +350,9 @@ impl Connection for DefaultConnection {
         let letters = self.hub.take_dead(name);
         let count = letters.len();
         for letter in letters {
-            if let Err(f) = self.enqueue(&letter.name, letter.payload.clone(), letter.headers.clone()).await {
+            let request =
+                Request { headers: letter.headers.clone(), ..Request::accepted(&letter.name, letter.payload.clone()) };
+            if let Err(f) = self.enqueue(request).await {
                 self.hub.dead_letter(DeadLetter { failure: f, ..letter });
             }
         }

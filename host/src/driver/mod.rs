@@ -7,8 +7,8 @@ pub mod default;
 pub mod nats;
 
 use crate::config::ConnectionConfig;
-use crate::delivery::{Envelope, Headers};
-use crate::failure::Failure;
+use crate::delivery::failure::Failure;
+use crate::delivery::{Headers, Request};
 use crate::stats::{NameStats, NodeInfo, ServiceInfo};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,37 +29,86 @@ pub(crate) async fn drain(tasks: &tokio_util::task::TaskTracker) -> Option<usize
     }
 }
 
-/// A driver-level failure (connecting, registering, listing).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct DriverError(pub String);
+/// The cause of a [`DriverError`], as the transport reported it.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
-/// The bus core as a driver sees it: where incoming deliveries go.
-#[async_trait::async_trait]
-pub trait Inbound: Send + Sync {
-    /// Runs one delivery on this node. Services return the reply; messages an
-    /// empty reply.
-    async fn deliver(&self, envelope: Envelope) -> Result<Vec<u8>, Failure>;
-    /// A dispatch of `name` went to the dead letters (the driver that wrote
-    /// it says so; nothing else infers it).
-    fn dead_lettered(&self, name: &str);
-    /// This node's per-name statistics.
-    fn stats(&self) -> Vec<NameStats>;
-    /// This node's identity and the names it serves.
-    fn info(&self) -> NodeInfo;
+/// A driver-level failure (connecting, registering, listing): its kind, so
+/// that a caller can tell a timeout from a refusal, what was being done,
+/// and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// A `[bus] setting` is missing or wrong; the message says which.
+    #[error("[bus] setting: {0}")]
+    Setting(String),
+    /// No driver of that name was given to the node.
+    #[error("no driver named `{0}` (built in: default, nats; an embedder adds its own with `NodeBuilder::driver`)")]
+    Unknown(String),
+    /// The bus did not answer in time.
+    #[error("{what}: the bus did not answer in time")]
+    TimedOut {
+        /// What was being done.
+        what: String,
+    },
+    /// The bus refused the credentials or the operation.
+    #[error("{what}: not authorised: {source}")]
+    NotAuthorized {
+        /// What was being done.
+        what: String,
+        /// What the bus said.
+        source: Cause,
+    },
+    /// The NATS server has no JetStream, which durable dispatch needs.
+    #[error("{what}: {source}; is JetStream enabled (`nats-server -js`)?")]
+    NoJetStream {
+        /// What was being done.
+        what: String,
+        /// What the bus said.
+        source: Cause,
+    },
+    /// The connection to the bus is closed or lost.
+    #[error("{what}: the connection to the bus is lost")]
+    ConnectionLost {
+        /// What was being done.
+        what: String,
+    },
+    /// Anything else the bus answered.
+    #[error("{what}: {source}")]
+    Bus {
+        /// What was being done.
+        what: String,
+        /// What the bus said.
+        source: Cause,
+    },
 }
+
+impl DriverError {
+    /// `cause` met while doing `what`, sorted into its kind by what the
+    /// transport says (async-nats reports most kinds only in its text).
+    pub fn from_cause(what: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        let (what, source) = (what.into(), cause.into());
+        let text = source.to_string().to_ascii_lowercase();
+        if text.contains("timed out") || text.contains("timeout") {
+            Self::TimedOut { what }
+        } else if text.contains("authoriz") || text.contains("authentic") || text.contains("permission") {
+            Self::NotAuthorized { what, source }
+        } else if text.contains("jetstream not enabled") || text.contains("jetstream unavailable") {
+            Self::NoJetStream { what, source }
+        } else if text.contains("disconnect") || text.contains("connection closed") || text.contains("broken pipe") {
+            Self::ConnectionLost { what }
+        } else {
+            Self::Bus { what, source }
+        }
+    }
+}
+
+pub use crate::node::Inbound;
 
 /// A way to reach a bus.
 #[async_trait::async_trait]
 pub trait Driver: Send + Sync {
-    /// Opens a connection described by `config` for the node behind `inbound`.
-    /// The node owns its connections: a driver keeps only a `Weak` reference
-    /// to `inbound`, or the two would keep each other alive.
-    async fn connect(
-        &self,
-        config: &ConnectionConfig,
-        inbound: Arc<dyn Inbound>,
-    ) -> Result<Arc<dyn Connection>, DriverError>;
+    /// Opens a connection described by `config` for the node behind
+    /// `inbound` (which holds the node weakly: the node owns its connections).
+    async fn connect(&self, config: &ConnectionConfig, inbound: Inbound) -> Result<Arc<dyn Connection>, DriverError>;
 }
 
 /// The outcome of a dispatch, for drivers that can report it (the in-process
@@ -144,18 +193,13 @@ pub trait Connection: Send + Sync {
     async fn unregister_service(&self, name: &str) -> Result<(), DriverError>;
     /// Stops listening to message `name`.
     async fn unregister_message(&self, name: &str) -> Result<(), DriverError>;
-    /// Calls service `name`, waiting at most `timeout`.
-    async fn request(
-        &self,
-        name: &str,
-        payload: Vec<u8>,
-        headers: Headers,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, Failure>;
-    /// Queues a dispatch to service `name`.
-    async fn enqueue(&self, name: &str, payload: Vec<u8>, headers: Headers) -> Result<Receipt, Failure>;
-    /// Sends an event to message `name`.
-    async fn publish(&self, name: &str, payload: Vec<u8>, headers: Headers, fanout: Fanout) -> Result<(), Failure>;
+    /// Calls the service `request` names, waiting at most its timeout.
+    async fn request(&self, request: Request) -> Result<Vec<u8>, Failure>;
+    /// Queues a dispatch to the service `request` names; returns once the
+    /// bus has it (giving up after the request's timeout).
+    async fn enqueue(&self, request: Request) -> Result<Receipt, Failure>;
+    /// Sends an event to the message `request` names.
+    async fn publish(&self, request: Request, fanout: Fanout) -> Result<(), Failure>;
     /// Per-name statistics of every node on the bus.
     async fn stats(&self) -> Result<Vec<NameStats>, DriverError>;
     /// Every live node.

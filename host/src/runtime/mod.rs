@@ -15,8 +15,8 @@ mod warm;
 pub use grants::{DirGrant, Grants};
 pub use sandbox::Outbound;
 
+use crate::delivery::failure::{Failure, FailureClass};
 use crate::delivery::{Envelope, Mode};
-use crate::failure::{Failure, FailureClass};
 use bindings::busbar::handler::types;
 use bindings::exports::busbar::handler::{message, service};
 use cache::ArtifactCache;
@@ -53,6 +53,26 @@ pub struct RuntimeOptions {
 impl Default for RuntimeOptions {
     fn default() -> Self {
         Self { cache_dir: None, max_instances: 1000, max_memory: 4 << 30 }
+    }
+}
+
+/// Why the wasm runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine settings are out of range for this machine.
+    #[error("the engine settings are invalid: {0}")]
+    Settings(String),
+    /// wasmtime refused to build the engine or its linker.
+    #[error("wasmtime: {0}")]
+    Engine(String),
+    /// The epoch ticker thread could not start.
+    #[error("cannot start the epoch ticker thread: {0}")]
+    Ticker(#[from] std::io::Error),
+}
+
+impl From<wasmtime::Error> for RuntimeError {
+    fn from(e: wasmtime::Error) -> Self {
+        Self::Engine(format!("{e:#}"))
     }
 }
 
@@ -135,7 +155,7 @@ pub struct Invoke {
     /// 0 gives every invocation a fresh instance.
     pub reuse: u32,
     /// The trace the deliveries it makes carry on.
-    pub trace: crate::trace::Carried,
+    pub trace: crate::ops::trace::Carried,
 }
 
 /// The process's wasmtime engine, linker and artifact cache.
@@ -151,7 +171,9 @@ pub struct Runtime {
 /// The wasmtime configuration of busbar's engine: component model, epoch
 /// interruption and the pooling allocator. Public so that benchmarks can
 /// compare against raw wasmtime on exactly the same settings.
-pub fn engine_config(options: &RuntimeOptions) -> anyhow::Result<wasmtime::Config> {
+pub fn engine_config(options: &RuntimeOptions) -> Result<wasmtime::Config, RuntimeError> {
+    let max_memory = usize::try_from(options.max_memory)
+        .map_err(|_| RuntimeError::Settings(format!("max_memory {} does not fit this machine", options.max_memory)))?;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(options.max_instances)
         .total_core_instances(options.max_instances * 8)
@@ -161,7 +183,7 @@ pub fn engine_config(options: &RuntimeOptions) -> anyhow::Result<wasmtime::Confi
         .max_core_instances_per_component(32)
         .max_memories_per_component(4)
         .max_tables_per_component(32)
-        .max_memory_size(usize::try_from(options.max_memory)?)
+        .max_memory_size(max_memory)
         // A fresh instance per call reuses pool slots; resetting a slot
         // with memset instead of madvise avoids TLB shootdowns and page
         // faults, which otherwise cost ~45 µs per call (see BENCHMARKS.md).
@@ -209,7 +231,7 @@ impl Drop for EpochTicker {
 
 impl Runtime {
     /// Builds the engine and starts its epoch ticker.
-    pub fn new(options: &RuntimeOptions) -> anyhow::Result<Self> {
+    pub fn new(options: &RuntimeOptions) -> Result<Self, RuntimeError> {
         let engine = Engine::new(&engine_config(options)?)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

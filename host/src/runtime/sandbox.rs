@@ -8,8 +8,8 @@
 use super::bindings::busbar::handler::{bus, types};
 use super::grants::Grants;
 use super::guest_log::{GuestLog, Stream};
-use crate::delivery::{DEPTH_HEADER, Headers, Mode};
-use crate::failure::{Failure, FailureClass};
+use crate::delivery::failure::{Failure, FailureClass};
+use crate::delivery::{DEPTH_HEADER, Mode, Request};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
@@ -19,16 +19,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 /// learns which driver carries a nested call.
 #[async_trait::async_trait]
 pub trait Outbound: Send + Sync {
-    /// Delivers `payload` to `name` in `mode`; for a call, waits for the reply
-    /// at most `timeout`. Other modes return an empty reply once accepted.
-    async fn send(
-        &self,
-        mode: Mode,
-        name: &str,
-        payload: Vec<u8>,
-        headers: Headers,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, Failure>;
+    /// Delivers `request` in `mode`: for a call, waits for the reply at most
+    /// the request's timeout; other modes return an empty reply once accepted.
+    async fn send(&self, mode: Mode, request: Request) -> Result<Vec<u8>, Failure>;
 }
 
 /// What one invocation runs within.
@@ -44,7 +37,7 @@ pub(crate) struct Scope {
     /// Where nested deliveries go.
     pub(crate) outbound: Arc<dyn Outbound>,
     /// The trace nested deliveries carry on (the invocation as their parent).
-    pub(crate) trace: crate::trace::Carried,
+    pub(crate) trace: crate::ops::trace::Carried,
 }
 
 /// The data of a handler's store.
@@ -116,7 +109,7 @@ impl Sandbox {
         let timeout = timeout.map_or(left, |ms| Duration::from_millis(ms).min(left));
         let mut headers = vec![(DEPTH_HEADER.to_string(), depth.saturating_add(1).to_string())];
         trace.add_to(&mut headers);
-        outbound.send(mode, &name, payload, headers, timeout).await.map_err(Into::into)
+        outbound.send(mode, Request { name, payload, headers, timeout }).await.map_err(Into::into)
     }
 }
 

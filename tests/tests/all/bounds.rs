@@ -5,8 +5,8 @@
 //! build — answers `failed` instead of losing the delivery.
 
 use busbar::fault::{Point, inject};
-use busbar::http::{Ops, Server, gateway_routes, ops_routes};
-use busbar::metrics::Metrics;
+use busbar::ops::http::{Ops, Server, gateway_routes, ops_routes};
+use busbar::ops::metrics::Metrics;
 use busbar::{Config, FailureClass, Node};
 use busbar_tests::support::{Folder, TEST_TIMEOUT, start, start_watching};
 use std::path::Path;

@@ -5,7 +5,6 @@ use busbar::Config;
 use busbar::driver::default::DefaultDriver;
 use busbar_tests::support::Folder;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 #[test]
 fn an_unknown_key_names_the_key_and_the_file() {
@@ -24,7 +23,7 @@ async fn an_unknown_driver_setting_stops_the_start() {
     config.node.handlers = folder.path().to_path_buf();
     let started = busbar::NodeBuilder::new(config)
         .runtime(busbar_tests::support::runtime())
-        .driver("default", Arc::new(DefaultDriver::new()))
+        .hub(DefaultDriver::new())
         .start()
         .await;
     let error = started.err().expect("refused").to_string();

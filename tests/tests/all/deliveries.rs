@@ -117,7 +117,7 @@ async fn nodes_services_and_stats_list_the_bus() {
     let services = a.services().await.expect("services");
     let echo = services.iter().find(|s| s.name == "echo").expect("echo listed");
     assert_eq!(echo.nodes.len(), 2);
-    assert!(services.iter().any(|s| s.name == "audit" && s.kind == busbar::stats::Kind::Message));
+    assert!(services.iter().any(|s| s.name == "audit" && s.kind == busbar::delivery::Kind::Message));
 
     for _ in 0..3 {
         b.call("echo", b"x".to_vec(), TEST_TIMEOUT).await.expect("echo answers");

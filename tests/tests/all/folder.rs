@@ -87,12 +87,8 @@ async fn the_second_start_loads_compiled_artifacts_from_the_cache() {
         let runtime = Arc::new(Runtime::new(&options).expect("runtime"));
         let mut config = Config::parse("", Path::new("test.toml")).expect("valid");
         config.node.handlers = folder.path().to_path_buf();
-        let (node, report) = NodeBuilder::new(config)
-            .runtime(runtime)
-            .driver("default", Arc::new(DefaultDriver::new()))
-            .start()
-            .await
-            .expect("starts");
+        let (node, report) =
+            NodeBuilder::new(config).runtime(runtime).hub(DefaultDriver::new()).start().await.expect("starts");
         assert_eq!(node.call("greet", b"cache".to_vec(), TEST_TIMEOUT).await, Ok(b"hello, cache".to_vec()));
         reports.push(report);
     }

@@ -378,15 +378,15 @@ async fn the_trace_context_travels_in_nats_headers_to_the_handler_and_on() {
     let reply = busbar.call_with("greet", b"x".to_vec(), headers, TEST_TIMEOUT).await.expect("greet answers");
     // greet's call to `echo` went out over NATS too (the node sends through its connection).
     let seen = seen_span(reply.strip_prefix(b"hello, ").expect("greet's reply"));
-    let caller = busbar::trace::SpanContext::parse(CALLER).unwrap();
+    let caller = busbar::ops::trace::SpanContext::parse(CALLER).unwrap();
     assert_eq!(seen.trace_id, caller.trace_id);
     assert_ne!(seen.span_id, caller.span_id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_nats_connection() {
-    use busbar::http::Ops;
-    use busbar::metrics::Metrics;
+    use busbar::ops::http::Ops;
+    use busbar::ops::metrics::Metrics;
     let mut server = NatsServer::start();
     let (node, _) = start_nats(&server.url(), &Folder::with(&["echo"]), "a", "", "").await;
     let ops = Ops::new(std::sync::Arc::new(Metrics::new(1)));

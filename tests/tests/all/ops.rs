@@ -2,8 +2,8 @@
 //! work done, readiness that flips at the right moments, and the gateway's
 //! status code for each failure class — all through a real HTTP client.
 
-use busbar::http::{Ops, Server, gateway_routes, ops_routes};
-use busbar::metrics::Metrics;
+use busbar::ops::http::{Ops, Server, gateway_routes, ops_routes};
+use busbar::ops::metrics::Metrics;
 use busbar::{FailureClass, Node};
 use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{Folder, HANDLER_CLASSES, start};

@@ -3,7 +3,7 @@
 //! makes through the bus carry the trace on.
 
 use busbar::Node;
-use busbar::trace::SpanContext;
+use busbar::ops::trace::SpanContext;
 use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{Folder, start};
 

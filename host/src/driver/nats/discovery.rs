@@ -12,7 +12,8 @@
 
 use super::wire::CALL_GROUP;
 use super::{DriverError, NatsConnection};
-use crate::stats::{Kind, NameStats, NodeInfo, ServiceInfo, rfc3339};
+use crate::delivery::Kind;
+use crate::stats::{NameStats, NodeInfo, ServiceInfo, rfc3339};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -93,14 +94,8 @@ impl NatsConnection {
                 Some(info)
             }
             "STATS" => {
-                let local: BTreeMap<String, NameStats> = self
-                    .inbound
-                    .upgrade()
-                    .map(|n| n.stats())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|s| (s.name.clone(), s))
-                    .collect();
+                let local: BTreeMap<String, NameStats> =
+                    self.inbound.stats().into_iter().map(|s| (s.name.clone(), s)).collect();
                 let mut stats = head("io.nats.micro.v1.stats_response");
                 stats["started"] = json!(self.node.started);
                 stats["endpoints"] = self
@@ -131,7 +126,7 @@ impl NatsConnection {
 /// Answers `$SRV.*` for this node until the connection stops.
 pub(super) async fn serve(conn: &Arc<NatsConnection>) -> Result<(), DriverError> {
     let subscriber =
-        conn.client.subscribe("$SRV.>").await.map_err(|e| DriverError(format!("subscribing to $SRV.>: {e}")))?;
+        conn.client.subscribe("$SRV.>").await.map_err(|e| DriverError::from_cause("subscribing to $SRV.>", e))?;
     let serving = super::Serving::new(conn.cancel.clone());
     serving.spawn(
         conn,
@@ -157,9 +152,13 @@ pub(super) async fn serve(conn: &Arc<NatsConnection>) -> Result<(), DriverError>
 /// Replies of every node of the project to `$SRV.<verb>.<project>`.
 async fn gather(conn: &NatsConnection, verb: &str) -> Result<Vec<Value>, DriverError> {
     let inbox = conn.client.new_inbox();
-    let mut replies = conn.client.subscribe(inbox.clone()).await.map_err(|e| DriverError(e.to_string()))?;
+    let mut replies =
+        conn.client.subscribe(inbox.clone()).await.map_err(|e| DriverError::from_cause("asking for discovery", e))?;
     let subject = format!("$SRV.{verb}.{}", service_name(&conn.node.project));
-    conn.client.publish_with_reply(subject, inbox, Bytes::new()).await.map_err(|e| DriverError(e.to_string()))?;
+    conn.client
+        .publish_with_reply(subject, inbox, Bytes::new())
+        .await
+        .map_err(|e| DriverError::from_cause("asking for discovery", e))?;
     let until = Instant::now() + GATHER;
     let mut out = Vec::new();
     while let Ok(Some(msg)) =

@@ -14,8 +14,8 @@
 
 use super::wire::{self, Wire};
 use super::{DeadLetter, DriverError, NatsConnection, Receipt, ServiceSpec, Serving};
+use crate::delivery::failure::{Failure, FailureClass};
 use crate::delivery::{self, Envelope, Headers, Next};
-use crate::failure::{Failure, FailureClass};
 use crate::stats::rfc3339;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::message::AckKind;
@@ -28,8 +28,14 @@ use std::time::{Duration, SystemTime};
 /// Ack wait beyond the handler's timeout: time to record the outcome.
 const ACK_MARGIN: Duration = Duration::from_secs(5);
 
-fn js_error(what: &str, e: impl std::fmt::Display) -> DriverError {
-    DriverError(format!("{what}: {e}; is JetStream enabled (`nats-server -js`)?"))
+fn js_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> DriverError {
+    match DriverError::from_cause(what, e) {
+        // A JetStream API nobody answers: the server has no JetStream.
+        DriverError::Bus { what, source } if source.to_string().contains("no responders") => {
+            DriverError::NoJetStream { what, source }
+        }
+        other => other,
+    }
 }
 
 /// Creates the work-queue and dead-letter streams if they do not exist.
@@ -159,9 +165,7 @@ async fn run(conn: &NatsConnection, name: &str, spec: &ServiceSpec, msg: async_n
             }
             Next::DeadLetter => match bury(conn, name, &msg, attempt, &f).await {
                 Ok(()) => {
-                    if let Some(node) = conn.inbound.upgrade() {
-                        node.dead_lettered(name);
-                    }
+                    conn.inbound.dead_lettered(name);
                     msg.ack().await
                 }
                 Err(e) => {
@@ -247,7 +251,9 @@ pub(super) async fn take_dead_letters(conn: &NatsConnection, name: &str, replay:
     let mut count = 0;
     for (seq, letter) in read_dead(conn).await?.into_iter().filter(|(_, d)| d.name == name) {
         if replay {
-            enqueue(conn, name, letter.payload, letter.headers).await.map_err(|f| DriverError(f.to_string()))?;
+            enqueue(conn, name, letter.payload, letter.headers)
+                .await
+                .map_err(|f| DriverError::from_cause(format!("replaying a dead letter of `{name}`"), f))?;
         }
         stream.delete_message(seq).await.map_err(|e| js_error("deleting a dead letter", e))?;
         count += 1;

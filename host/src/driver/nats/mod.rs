@@ -19,9 +19,10 @@ pub mod wire;
 
 use super::{Connection, DRAIN, DeadLetter, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec};
 use crate::config::ConnectionConfig;
-use crate::delivery::{Envelope, Headers, Mode};
-use crate::failure::{Failure, FailureClass};
-use crate::stats::{Kind, NameStats, NodeInfo, ServiceInfo};
+use crate::delivery::Kind;
+use crate::delivery::failure::{Failure, FailureClass};
+use crate::delivery::{Envelope, Mode, Request};
+use crate::stats::{NameStats, NodeInfo, ServiceInfo};
 use async_nats::Client;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -76,14 +77,12 @@ pub struct NatsDriver;
 
 #[async_trait::async_trait]
 impl Driver for NatsDriver {
-    async fn connect(
-        &self,
-        config: &ConnectionConfig,
-        inbound: Arc<dyn Inbound>,
-    ) -> Result<Arc<dyn Connection>, DriverError> {
+    async fn connect(&self, config: &ConnectionConfig, inbound: Inbound) -> Result<Arc<dyn Connection>, DriverError> {
         let settings = Settings::deserialize(toml::Value::Table(config.setting.clone()))
-            .map_err(|e| DriverError(format!("[bus] setting: {e}")))?;
-        let node = inbound.info();
+            .map_err(|e| DriverError::Setting(e.to_string()))?;
+        let node = inbound
+            .info()
+            .ok_or_else(|| DriverError::ConnectionLost { what: "connecting a node that has stopped".into() })?;
         let urls = settings.url.list();
         let mut options = async_nats::ConnectOptions::new()
             .name(settings.name.clone().unwrap_or_else(|| node.node.clone()))
@@ -95,17 +94,17 @@ impl Driver for NatsDriver {
         match (settings.user, settings.password) {
             (Some(user), Some(password)) => options = options.user_and_password(user, password),
             (None, None) => {}
-            _ => return Err(DriverError("[bus] setting: `user` and `password` go together".into())),
+            _ => return Err(DriverError::Setting("`user` and `password` go together".into())),
         }
         if let Some(creds) = settings.credentials {
             options = options
                 .credentials_file(&creds)
                 .await
-                .map_err(|e| DriverError(format!("[bus] setting credentials {}: {e}", creds.display())))?;
+                .map_err(|e| DriverError::Setting(format!("credentials {}: {e}", creds.display())))?;
         }
         let addrs: Vec<async_nats::ServerAddr> = urls
             .iter()
-            .map(|u| u.parse().map_err(|e| DriverError(format!("[bus] setting url `{u}`: {e}"))))
+            .map(|u| u.parse().map_err(|e| DriverError::Setting(format!("url `{u}`: {e}"))))
             .collect::<Result<_, _>>()?;
         // retry_on_initial_connect makes connect return at once and keep
         // trying; wait for the first connection so a wrong URL fails the start.
@@ -115,10 +114,10 @@ impl Driver for NatsDriver {
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client)
         })
         .await
-        .map_err(|_| {
-            DriverError(format!("no NATS server answered at {} within 10s; is nats-server running?", urls.join(", ")))
+        .map_err(|_| DriverError::TimedOut {
+            what: format!("connecting to NATS at {} (is nats-server running?)", urls.join(", ")),
         })?
-        .map_err(|e| DriverError(format!("cannot connect to NATS at {}: {e}", urls.join(", "))))?;
+        .map_err(|e| DriverError::from_cause(format!("connecting to NATS at {}", urls.join(", ")), e))?;
         let prefix = if config.prefix.is_empty() { format!("{}.", node.project) } else { config.prefix.clone() };
         let wire = Wire::new(&prefix);
         let js = async_nats::jetstream::new(client.clone());
@@ -132,7 +131,7 @@ impl Driver for NatsDriver {
             group,
             node,
             profile: config.profile.clone(),
-            inbound: Arc::downgrade(&inbound),
+            inbound,
             services: Mutex::default(),
             messages: Mutex::default(),
             serving: Mutex::default(),
@@ -197,7 +196,7 @@ pub(crate) struct NatsConnection {
     /// The node's identity, as it was at connect time.
     node: NodeInfo,
     profile: String,
-    inbound: Weak<dyn Inbound>,
+    inbound: Inbound,
     services: Mutex<BTreeMap<String, ServiceSpec>>,
     messages: Mutex<BTreeSet<String>>,
     /// The subscriptions and consumer of each name served, ended by
@@ -213,10 +212,7 @@ pub(crate) struct NatsConnection {
 
 impl NatsConnection {
     async fn deliver(&self, envelope: Envelope) -> Result<Vec<u8>, Failure> {
-        match self.inbound.upgrade() {
-            Some(node) => node.deliver(envelope).await,
-            None => Err(Failure::node_gone(&envelope.name)),
-        }
+        self.inbound.deliver(envelope).await
     }
 
     /// Answers calls to `name` (queue group `busbar`, one node answers).
@@ -226,7 +222,7 @@ impl NatsConnection {
             .client
             .queue_subscribe(subject.clone(), wire::CALL_GROUP.into())
             .await
-            .map_err(|e| DriverError(format!("subscribing to {subject}: {e}")))?;
+            .map_err(|e| DriverError::from_cause(format!("subscribing to {subject}"), e))?;
         let name = name.to_string();
         serving.spawn(
             self,
@@ -283,12 +279,12 @@ impl NatsConnection {
             .client
             .subscribe(broadcast.clone())
             .await
-            .map_err(|e| DriverError(format!("subscribing to {broadcast}: {e}")))?;
+            .map_err(|e| DriverError::from_cause(format!("subscribing to {broadcast}"), e))?;
         let one = self
             .client
             .queue_subscribe(rolecast.clone(), self.group.clone())
             .await
-            .map_err(|e| DriverError(format!("subscribing to {rolecast}: {e}")))?;
+            .map_err(|e| DriverError::from_cause(format!("subscribing to {rolecast}"), e))?;
         for (subscriber, mode) in [(all, Mode::Broadcast), (one, Mode::Rolecast)] {
             let name = name.to_string();
             serving.spawn(
@@ -405,16 +401,23 @@ impl NatsConnection {
     /// the server to ourselves (a flush alone does not round-trip).
     async fn round_trip(&self) -> Result<(), DriverError> {
         let inbox = self.client.new_inbox();
-        let mut sub = self.client.subscribe(inbox.clone()).await.map_err(|e| DriverError(e.to_string()))?;
-        self.client.publish(inbox, Bytes::new()).await.map_err(|e| DriverError(e.to_string()))?;
+        let mut sub = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| DriverError::from_cause("checking the server", e))?;
+        self.client
+            .publish(inbox, Bytes::new())
+            .await
+            .map_err(|e| DriverError::from_cause("checking the server", e))?;
         tokio::time::timeout(Duration::from_secs(10), sub.next())
             .await
-            .map_err(|_| DriverError("the NATS server did not answer within 10s".into()))?;
+            .map_err(|_| DriverError::TimedOut { what: "waiting 10 s for the NATS server".into() })?;
         Ok(())
     }
 
     fn me(&self) -> Result<Arc<Self>, DriverError> {
-        self.me.upgrade().ok_or_else(|| DriverError("the connection is closed".into()))
+        self.me.upgrade().ok_or_else(|| DriverError::ConnectionLost { what: "using a closed connection".into() })
     }
 }
 
@@ -516,13 +519,9 @@ impl Connection for NatsConnection {
         Ok(())
     }
 
-    async fn request(
-        &self,
-        name: &str,
-        payload: Vec<u8>,
-        headers: Headers,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, Failure> {
+    async fn request(&self, request: Request) -> Result<Vec<u8>, Failure> {
+        let Request { name, payload, headers, timeout } = request;
+        let name = name.as_str();
         let mut map = wire::headers_to(&headers);
         map.insert(wire::TIMEOUT_HEADER, wire::timeout_value(timeout).as_str());
         let request = async_nats::Request::new().payload(Bytes::from(payload)).headers(map).timeout(Some(timeout));
@@ -537,11 +536,13 @@ impl Connection for NatsConnection {
         }
     }
 
-    async fn enqueue(&self, name: &str, payload: Vec<u8>, headers: Headers) -> Result<Receipt, Failure> {
-        dispatch::enqueue(self, name, payload, headers).await
+    async fn enqueue(&self, request: Request) -> Result<Receipt, Failure> {
+        dispatch::enqueue(self, &request.name, request.payload, request.headers).await
     }
 
-    async fn publish(&self, name: &str, payload: Vec<u8>, headers: Headers, fanout: Fanout) -> Result<(), Failure> {
+    async fn publish(&self, request: Request, fanout: Fanout) -> Result<(), Failure> {
+        let Request { name, payload, headers, .. } = request;
+        let name = name.as_str();
         let subject = match fanout {
             Fanout::All => self.wire.event(name),
             Fanout::PerGroup => self.wire.publish(name),

@@ -15,7 +15,7 @@
 //! classes that share a code (retry/overloaded 503, failed/trapped 500).
 
 use crate::delivery::Headers;
-use crate::failure::{Failure, FailureClass};
+use crate::delivery::failure::{Failure, FailureClass};
 use async_nats::HeaderMap;
 use std::time::Duration;
 

@@ -14,10 +14,10 @@
 //! listeners start before the node has loaded its handlers, so that probes
 //! get answers while it starts; [`Ops`] is the state they share with it.
 
+use crate::delivery::failure::{Failure, FailureClass};
 use crate::delivery::{Headers, Mode};
-use crate::failure::{Failure, FailureClass};
-use crate::metrics::Metrics;
 use crate::node::Node;
+use crate::ops::metrics::Metrics;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -183,7 +183,7 @@ struct CallQuery {
 
 /// The request headers a delivery carries on: W3C trace context.
 fn forwarded(headers: &HeaderMap) -> Headers {
-    [crate::trace::TRACEPARENT, crate::trace::TRACESTATE]
+    [crate::ops::trace::TRACEPARENT, crate::ops::trace::TRACESTATE]
         .into_iter()
         .filter_map(|name| Some((name.to_string(), headers.get(name)?.to_str().ok()?.to_string())))
         .collect()

@@ -3,7 +3,7 @@
 //! and anything past that is refused at once as `overloaded` — never an
 //! unbounded pile-up.
 
-use crate::failure::{Failure, FailureClass};
+use crate::delivery::failure::{Failure, FailureClass};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 use tokio::sync::{Semaphore, SemaphorePermit};

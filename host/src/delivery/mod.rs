@@ -2,6 +2,9 @@
 //! driver hands to the bus core, and the retry schedule arithmetic
 //! (attempt numbers, the `final` flag, the delay before the next attempt).
 
+pub mod failure;
+pub mod name;
+
 use std::time::{Duration, Instant};
 
 /// Metadata headers carried with a payload, in order. Names starting with
@@ -48,6 +51,41 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// Whether a name answers (service) or listens (message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Answers call and dispatch.
+    Service,
+    /// Receives broadcast and rolecast.
+    Message,
+}
+
+/// How long a dispatch, broadcast or rolecast sent without a timeout of its
+/// own may take to be accepted by the bus.
+pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An outgoing delivery: what goes where, and how long the sender waits —
+/// for a call's reply, or for the bus to accept a dispatch or an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The name to reach.
+    pub name: String,
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+    /// Metadata headers.
+    pub headers: Headers,
+    /// How long the sender waits.
+    pub timeout: Duration,
+}
+
+impl Request {
+    /// A dispatch or event of `payload` to `name`, accepted within [`ACCEPT_TIMEOUT`].
+    pub fn accepted(name: &str, payload: Vec<u8>) -> Self {
+        Self { name: name.into(), payload, headers: Headers::new(), timeout: ACCEPT_TIMEOUT }
+    }
+}
+
 /// One delivery as a driver hands it to the bus core.
 #[derive(Debug, Clone)]
 pub struct Envelope {
@@ -70,7 +108,7 @@ pub struct Envelope {
 
 impl Envelope {
     /// A first and only attempt (call, broadcast, rolecast).
-    pub fn once(name: &str, mode: Mode, payload: Vec<u8>, headers: Headers) -> Self {
+    pub fn once(name: impl Into<String>, mode: Mode, payload: Vec<u8>, headers: Headers) -> Self {
         Self { name: name.into(), mode, payload, headers, attempt: 1, is_final: true, deadline: None }
     }
 
@@ -124,7 +162,7 @@ pub enum Next {
 /// `attempt` (1-based) of a dispatch failed with `failure`, it is tried again
 /// after the schedule's next delay if the failure is retryable and the
 /// schedule has one; otherwise it is dead-lettered.
-pub fn next_after(schedule: &[Duration], attempt: u32, failure: &crate::failure::Failure) -> Next {
+pub fn next_after(schedule: &[Duration], attempt: u32, failure: &crate::delivery::failure::Failure) -> Next {
     match retry_delay(schedule, attempt) {
         Some(delay) if failure.retryable() => Next::Retry(delay),
         _ => Next::DeadLetter,
@@ -159,7 +197,7 @@ mod tests {
 
     #[test]
     fn the_rule_retries_retryable_failures_while_the_schedule_lasts() {
-        use crate::failure::{Failure, FailureClass};
+        use crate::delivery::failure::{Failure, FailureClass};
         let schedule = [Duration::from_secs(3)];
         let failed = Failure::new(FailureClass::Failed, "x");
         let invalid = Failure::new(FailureClass::Invalid, "x");

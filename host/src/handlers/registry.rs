@@ -2,10 +2,13 @@
 //! on every delivery and replaces as a whole when the handlers folder changes,
 //! so a delivery sees either the old table or the new one, never a mix.
 
-use crate::gate::Gate;
-use crate::handlers::Policy;
+use crate::delivery::Kind;
+use crate::driver::ServiceSpec;
+use crate::handlers::gate::Gate;
+use crate::handlers::sidecar::Policy;
+use crate::ops::metrics::Series;
 use crate::runtime::Compiled;
-use crate::stats::{Counters, Kind};
+use crate::stats::Counters;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -30,13 +33,31 @@ impl Loaded {
     }
 }
 
-/// What a lookup hands the bus core: the handler and the name's counters.
+/// What a lookup hands the bus core: the name, the handler serving it and
+/// the name's counters and metric series, found once when the table is
+/// built so that a delivery looks nothing up again.
 #[derive(Clone)]
 pub struct Route {
+    /// The name routed.
+    pub name: Arc<str>,
     /// The handler serving the name.
     pub handler: Arc<Loaded>,
     /// The name's statistics.
     pub counters: Arc<Counters>,
+    /// The name's metric series.
+    pub series: Arc<Series>,
+}
+
+impl Route {
+    /// `name` served by `handler`.
+    pub fn new(name: &str, handler: Arc<Loaded>, counters: Arc<Counters>, series: Arc<Series>) -> Self {
+        Self { name: name.into(), handler, counters, series }
+    }
+
+    /// The service settings a driver needs for this route.
+    pub fn spec(&self) -> ServiceSpec {
+        ServiceSpec { retry: self.handler.policy.retry.clone(), timeout: self.handler.policy.timeout }
+    }
 }
 
 /// Every route of a node: services and messages, one map each.
@@ -78,6 +99,18 @@ impl Table {
         all
     }
 
+    /// The names routed to handler `stem`, sorted, once each.
+    pub fn names_of(&self, stem: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .routes()
+            .into_iter()
+            .filter(|(_, _, r)| &*r.handler.stem == stem)
+            .map(|(_, n, _)| n.to_string())
+            .collect();
+        names.dedup();
+        names
+    }
+
     fn map(&self, kind: Kind) -> &HashMap<String, Route> {
         match kind {
             Kind::Service => &self.services,
@@ -106,10 +139,5 @@ impl Registry {
     /// Makes `table` the current table, in one step.
     pub fn replace(&self, table: Table) {
         *crate::sync::write(&self.table) = Arc::new(table);
-    }
-
-    /// Every name served, with its kind, sorted.
-    pub fn names(&self) -> Vec<(Kind, String)> {
-        self.snapshot().routes().into_iter().map(|(k, n, _)| (k, n.to_string())).collect()
     }
 }

@@ -4,8 +4,9 @@
 //! the previous version of a handler whose new file does not validate. The
 //! bus core turns the resulting set into a routing table and swaps it in.
 
-use crate::handlers::{self, Rules};
-use crate::registry::Loaded;
+use crate::handlers::folder as handlers;
+use crate::handlers::registry::Loaded;
+use crate::handlers::sidecar::Rules;
 use crate::runtime::{Runtime, content_hash};
 use std::collections::BTreeMap;
 use std::fmt;

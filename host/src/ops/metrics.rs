@@ -1,10 +1,10 @@
 //! The node's Prometheus metrics: what the bus core counts as it delivers,
 //! reloads and dead-letters, rendered in the text exposition format for the
-//! `/metrics` endpoint ([`crate::http`]). One [`Metrics`] per node; the bus
+//! `/metrics` endpoint ([`crate::ops::http`]). One [`Metrics`] per node; the bus
 //! core records into it, nothing else writes.
 
 use crate::delivery::Mode;
-use crate::failure::{Failure, FailureClass};
+use crate::delivery::failure::{Failure, FailureClass};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -47,10 +47,13 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(25e-6, 2.0, 22))
 }
 
-/// One name's series, found once and kept: recording an invocation then
-/// costs a map lookup and atomic adds, with no label strings built.
+/// One name's series, found once and kept (the routing table holds it):
+/// recording an invocation then costs atomic adds, with no label strings
+/// built and nothing looked up.
 #[derive(Default)]
-struct Series {
+pub struct Series {
+    /// The name.
+    name: String,
     /// By [`Mode`], in declaration order.
     invocations: [OnceLock<Counter>; 4],
     /// By [`FailureClass::ALL`] order.
@@ -152,7 +155,19 @@ impl Metrics {
     /// Records the outcome of one delivery of `name`: `attempt` as the
     /// envelope said.
     pub fn record(&self, name: &str, mode: Mode, attempt: u32, elapsed: Duration, result: Result<(), &Failure>) {
-        let series = self.series(name);
+        self.record_in(&self.series(name), mode, attempt, elapsed, result);
+    }
+
+    /// [`Metrics::record`] into the `series` of a name, found before.
+    pub fn record_in(
+        &self,
+        series: &Series,
+        mode: Mode,
+        attempt: u32,
+        elapsed: Duration,
+        result: Result<(), &Failure>,
+    ) {
+        let name = series.name.as_str();
         let named = || Name { name: name.to_string() };
         series.invocations[mode as usize]
             .get_or_init(|| {
@@ -179,11 +194,15 @@ impl Metrics {
         series.dead_letters.get_or_init(|| self.dead_letters.get_or_create_owned(&Name { name: name.into() })).inc();
     }
 
-    fn series(&self, name: &str) -> Arc<Series> {
+    /// The series of `name`, created on first use.
+    pub fn series(&self, name: &str) -> Arc<Series> {
         if let Some(series) = crate::sync::read(&self.series).get(name) {
             return series.clone();
         }
-        crate::sync::write(&self.series).entry(name.to_string()).or_default().clone()
+        crate::sync::write(&self.series)
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Series { name: name.to_string(), ..Series::default() }))
+            .clone()
     }
 
     /// Records a host error on a delivery path (see [`crate::fault`]).

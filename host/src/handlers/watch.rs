@@ -7,7 +7,7 @@
 //! timing, is what keeps half-written files out: a file reported too early
 //! fails to load, and the event that completes it reports it again.
 
-use crate::handlers::stem_of;
+use crate::handlers::folder::stem_of;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::HashMap;
