@@ -10,7 +10,6 @@ use busbar::{Config, NodeBuilder};
 use busbar_tests::support::{Folder, guest};
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The guests the folder cycles through (all load; none runs at start).

@@ -1,10 +1,10 @@
 //! Host errors on a delivery path. A bug in busbar — a panic while a
-//! delivery is handled or sent — must not lose the delivery: [`guard`] turns
+//! delivery is handled or sent — must not lose the delivery: `guard` turns
 //! it into a `failed` answer saying it is a host error, so the caller gets a
 //! reply, the metrics count it and a dispatch follows the normal retry and
 //! dead-letter rule.
 //!
-//! With the `fault-injection` feature (test builds only), [`inject`] arms a
+//! With the `fault-injection` feature (test builds only), `inject` arms a
 //! panic at a named point of the delivery path for a given bus name, so the
 //! tests prove the rule without a real panic left in the code.
 
@@ -34,14 +34,15 @@ impl Point {
 }
 
 /// Runs `work` (one delivery of `name` at `point`); a panic inside it becomes
-/// a `failed` host error, logged with the panic's message.
-pub(crate) async fn guard<T>(
+/// a `failed` host error, logged with the panic's message. A combinator, not
+/// an `async fn`, so that `work` is stored once, not twice.
+pub(crate) fn guard<'a, T>(
     point: Point,
-    name: &str,
-    metrics: &Metrics,
-    work: impl Future<Output = Result<T, Failure>>,
-) -> Result<T, Failure> {
-    match AssertUnwindSafe(work).catch_unwind().await {
+    name: &'a str,
+    metrics: &'a Metrics,
+    work: impl Future<Output = Result<T, Failure>> + 'a,
+) -> impl Future<Output = Result<T, Failure>> + 'a {
+    AssertUnwindSafe(work).catch_unwind().map(move |caught| match caught {
         Ok(result) => result,
         Err(panic) => {
             let what = panic
@@ -59,23 +60,30 @@ pub(crate) async fn guard<T>(
                 ),
             ))
         }
-    }
+    })
 }
 
 #[cfg(feature = "fault-injection")]
 mod injected {
     use super::Point;
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Armed faults: point, bus name, how many more times.
     static ARMED: Mutex<Vec<(Point, String, u32)>> = Mutex::new(Vec::new());
+    /// Whether any fault was ever armed (the fast path of every check).
+    static ANY: AtomicBool = AtomicBool::new(false);
 
     /// Makes the next `times` deliveries of `name` at `point` panic.
     pub fn inject(point: Point, name: &str, times: u32) {
         crate::sync::lock(&ARMED).push((point, name.to_string(), times));
+        ANY.store(true, Ordering::Release);
     }
 
     pub(crate) fn check(point: Point, name: &str) {
+        if !ANY.load(Ordering::Acquire) {
+            return;
+        }
         let fire = {
             let mut armed = crate::sync::lock(&ARMED);
             match armed.iter_mut().find(|(p, n, left)| *p == point && n == name && *left > 0) {

@@ -5,35 +5,33 @@
 //! them with byte payloads under retry and timeout control.
 //!
 //! # Layout
-//! Data flows one way: driver → bus core (node) → registry → runtime.
-//! - [`config`]: the node's TOML config, parsed strictly.
-//! - [`units`]: durations and byte sizes as people write them.
-//! - [`limits`]: the maximum of every value from outside; saturating deadlines.
-//! - [`name`]: valid bus names; `_` is reserved.
-//! - [`failure`]: failure classes and their retry rule, codes and exit codes.
-//! - [`fault`]: host errors on a delivery path become `failed` answers, never
-//!   a lost delivery; faults injected there in test builds.
-//! - [`delivery`]: the four delivery modes, the envelope, retry arithmetic.
-//! - [`driver`]: the `Driver`/`Connection`/`Inbound` traits;
-//!   [`driver::default`] is the in-process bus, [`driver::nats`] the shared
-//!   NATS bus (wire contract, JetStream dispatch, micro discovery).
-//! - [`node`]: the bus core — loads handlers, registers names, delivers.
-//! - [`handlers`]: the handlers folder and sidecar policies (limits, grants).
-//! - [`gate`]: admission to a handler — concurrency, bounded queue, `overloaded`.
-//! - [`registry`]: which handler serves which name (a table swapped whole).
-//! - [`reload`]: the handler set and how a change of the folder updates it.
-//! - [`progress`]: the start-up progress (a bar on a terminal, log lines otherwise).
-//! - [`watch`]: the folder watch (notify), debounced into changed stems.
-//! - [`runtime`]: wasmtime — engine, artifact cache, sandboxed invocations.
-//! - [`stats`]: per-name counters and the discovery listing types.
-//! - [`metrics`]: the node's Prometheus metrics.
-//! - [`trace`]: W3C trace context from caller to handler and on.
-//! - [`http`]: the optional HTTP listeners — `/metrics`, `/healthz`,
-//!   `/readyz`, and the gateway (`POST /call/NAME`, …).
-//! - [`weighted`]: weighted round robin over connections.
+//! Data flows one way: driver → bus core (node) → handlers (routing table)
+//! → runtime. The folders are the rooms:
+//! - [`delivery`]: the delivery rules — the four modes, the envelope and the
+//!   outgoing [`delivery::Request`], the retry rule every driver asks
+//!   ([`delivery::next_after`]), [`delivery::failure`] classes and
+//!   [`delivery::name`]s.
+//! - [`driver`]: how a node reaches a bus — the `Driver`/`Connection`
+//!   traits; [`driver::default`] is the in-process bus, [`driver::nats`] the
+//!   shared NATS bus (wire contract, JetStream dispatch, micro discovery).
+//! - [`node`]: the bus core — starts a node, delivers what its connections
+//!   receive to its handlers, sends out over a connection picked by weight.
+//! - [`handlers`]: the handler lifecycle — the folder and its sidecars
+//!   (limits, grants), compiling and swapping versions, the routing table,
+//!   admission (concurrency, queue), the folder watch, start-up progress.
+//! - [`runtime`]: wasm execution — wasmtime engine, artifact cache, export
+//!   checks, sandboxed invocations.
+//! - [`ops`]: the operations side — metrics, health and the HTTP gateway,
+//!   W3C trace context, the serve lifecycle of `busbar run`.
 //! - [`toolkit`]: building handlers — the WIT contract, C bindings,
 //!   componentize, `busbar new` scaffolds.
-//! - [`cli`]: the `busbar` command line.
+//!
+//! Beside them: [`config`] (the TOML config, parsed strictly), [`units`]
+//! (durations and sizes as people write them), [`limits`] (the maximum of
+//! every value from outside; saturating deadlines), [`fault`] (a host error
+//! on a delivery path answers `failed`, never loses the delivery),
+//! [`stats`] (per-name counters and the discovery listings) and [`cli`]
+//! (the `busbar` command line: arguments in, text out).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, reason = "unit tests fail loudly"))]
 

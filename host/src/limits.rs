@@ -33,6 +33,8 @@ pub const MAX_CALLS: u32 = 100_000;
 pub const MAX_REUSE: u32 = 1_000_000;
 /// `[handlers] max_depth`.
 pub const MAX_DEPTH: u32 = 64;
+/// Names one sidecar may list in `names`.
+pub const MAX_NAMES: usize = 1000;
 /// The `weight` of a connection.
 pub const MAX_WEIGHT: u32 = 1_000_000;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 /// Lock-free counters of one name; the registry hands them out with the
 /// handler so the hot path never looks them up.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     requests: AtomicU64,
     errors: AtomicU64,
     total_ns: AtomicU64,
@@ -38,7 +38,7 @@ impl Counters {
 
 /// The counters of every name a node has served; kept across reloads.
 #[derive(Debug, Default)]
-pub struct StatsTable {
+pub(crate) struct StatsTable {
     names: RwLock<HashMap<String, Arc<Counters>>>,
 }
 

@@ -33,10 +33,22 @@ pub fn validate(name: &str) -> Result<(), NameError> {
         let shown: String = name.chars().take(32).collect();
         return Err(NameError::TooLong(shown));
     }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // One pass over the bytes (every call validates the name it sends);
+    // only a name with non-ASCII characters is looked at as characters.
+    let (mut token, mut malformed) = (0usize, false);
+    for b in name.bytes() {
+        match b {
+            b'.' if token == 0 => malformed = true,
+            b'.' => token = 0,
+            b'*' | b'>' => malformed = true,
+            b if b.is_ascii_whitespace() || b.is_ascii_control() => return Err(NameError::Whitespace(name.into())),
+            _ => token += 1,
+        }
+    }
+    if !name.is_ascii() && name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(NameError::Whitespace(name.into()));
     }
-    if name.split('.').any(|t| t.is_empty() || t.contains(['*', '>'])) {
+    if malformed || token == 0 {
         return Err(NameError::Malformed(name.into()));
     }
     if name.starts_with('_') {

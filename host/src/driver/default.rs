@@ -14,7 +14,8 @@ use crate::delivery::Kind;
 use crate::delivery::failure::Failure;
 use crate::delivery::{self, Envelope, Headers, Mode, Next, Request};
 use crate::stats::{NameStats, NodeInfo, ServiceInfo, rfc3339};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -52,7 +53,7 @@ struct Member {
     /// The node behind the connection, held weakly: the node owns its
     /// connections, so a strong reference here would keep it alive forever.
     inbound: Inbound,
-    services: RwLock<HashMap<String, Arc<[Duration]>>>,
+    services: RwLock<FxHashMap<String, Arc<[Duration]>>>,
     messages: RwLock<HashSet<String>>,
 }
 

@@ -2,16 +2,16 @@
 //! and swapping versions, the routing table the bus core reads, admission to
 //! each handler, the folder watch and the start-up progress.
 //!
-//! [`Handlers`] owns a node's loaded handlers. At start it loads the whole
+//! `Handlers` owns a node's loaded handlers. At start it loads the whole
 //! folder; on a change of the folder it re-reads the changed files, builds
 //! the routing table the folder now implies and makes it current, telling
-//! the bus (through [`Bus`]) which names stop and start being served.
+//! the bus (through `Bus`) which names stop and start being served.
 
 pub mod folder;
 pub(crate) mod gate;
 pub mod progress;
 pub(crate) mod registry;
-pub mod reload;
+pub(crate) mod reload;
 pub mod sidecar;
 pub(crate) mod watch;
 
@@ -107,7 +107,7 @@ impl Handlers {
     }
 
     /// The route of `name` of `kind`: the handler serving it now.
-    pub(crate) fn lookup(&self, kind: Kind, name: &str) -> Option<Route> {
+    pub(crate) fn lookup(&self, kind: Kind, name: &str) -> Option<Arc<Route>> {
         self.registry.lookup(kind, name)
     }
 

@@ -20,7 +20,7 @@ pub enum Display {
 }
 
 /// The progress of loading `total` handler files.
-pub struct Progress {
+pub(crate) struct Progress {
     total: usize,
     done: AtomicUsize,
     started: Instant,
@@ -61,6 +61,7 @@ impl Progress {
     }
 
     /// How many files are loaded so far.
+    #[cfg(test)]
     pub fn done(&self) -> usize {
         self.done.load(Ordering::Acquire)
     }

@@ -9,7 +9,7 @@ use crate::handlers::sidecar::Policy;
 use crate::ops::metrics::Series;
 use crate::runtime::Compiled;
 use crate::stats::Counters;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, RwLock};
 
 /// A loaded handler: its compiled component and its policy.
@@ -63,14 +63,14 @@ impl Route {
 /// Every route of a node: services and messages, one map each.
 #[derive(Default, Clone)]
 pub struct Table {
-    services: HashMap<String, Route>,
-    messages: HashMap<String, Route>,
+    services: FxHashMap<String, Arc<Route>>,
+    messages: FxHashMap<String, Arc<Route>>,
 }
 
 impl Table {
     /// The route for `name` of `kind`.
     pub fn get(&self, kind: Kind, name: &str) -> Option<&Route> {
-        self.map(kind).get(name)
+        self.map(kind).get(name).map(|r| &**r)
     }
 
     /// Routes `name` of `kind` to `route` unless it is routed already;
@@ -83,7 +83,7 @@ impl Table {
         match map.get(name) {
             Some(held) => Err(held.handler.stem.clone()),
             None => {
-                map.insert(name.to_string(), route);
+                map.insert(name.to_string(), Arc::new(route));
                 Ok(())
             }
         }
@@ -93,7 +93,7 @@ impl Table {
     pub fn routes(&self) -> Vec<(Kind, &str, &Route)> {
         let mut all: Vec<_> = [Kind::Service, Kind::Message]
             .into_iter()
-            .flat_map(|k| self.map(k).iter().map(move |(n, r)| (k, n.as_str(), r)))
+            .flat_map(|k| self.map(k).iter().map(move |(n, r)| (k, n.as_str(), &**r)))
             .collect();
         all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         all
@@ -111,7 +111,7 @@ impl Table {
         names
     }
 
-    fn map(&self, kind: Kind) -> &HashMap<String, Route> {
+    fn map(&self, kind: Kind) -> &FxHashMap<String, Arc<Route>> {
         match kind {
             Kind::Service => &self.services,
             Kind::Message => &self.messages,
@@ -127,8 +127,8 @@ pub struct Registry {
 
 impl Registry {
     /// The route for `name` of `kind`.
-    pub fn lookup(&self, kind: Kind, name: &str) -> Option<Route> {
-        crate::sync::read(&self.table).get(kind, name).cloned()
+    pub fn lookup(&self, kind: Kind, name: &str) -> Option<Arc<Route>> {
+        crate::sync::read(&self.table).map(kind).get(name).cloned()
     }
 
     /// The current table.

@@ -28,11 +28,6 @@ impl HandlerSet {
         self.loaded.len()
     }
 
-    /// Whether no handler file is loaded.
-    pub fn is_empty(&self) -> bool {
-        self.loaded.is_empty()
-    }
-
     /// The handler loaded from `stem`.
     pub fn get(&self, stem: &str) -> Option<&Arc<Loaded>> {
         self.loaded.get(stem)

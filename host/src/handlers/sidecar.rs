@@ -167,6 +167,12 @@ pub fn policy(stem: &str, sidecar: &Path, rules: &Rules) -> Result<Policy, Confi
                 "`names` is empty; list at least one name, or remove the key to serve the file name",
             ));
         }
+        Some(names) if names.len() > limits::MAX_NAMES => {
+            return Err(ConfigError::new(
+                sidecar,
+                format!("`names` lists {} names, more than its maximum of {}", names.len(), limits::MAX_NAMES),
+            ));
+        }
         Some(names) => {
             for name in &names {
                 crate::delivery::name::validate(name)

@@ -108,7 +108,10 @@ impl Core {
         );
         let start = Instant::now();
         let in_flight = self.metrics.start();
-        let run = self.run(&route, envelope, trace, self.clone());
+        // The invocation's future is kilobytes (wasmtime's call in it): on
+        // the heap once, so that the layers above it move a pointer, not a
+        // copy of it, each time they wrap it.
+        let run = Box::pin(self.run(&route, envelope, trace, self.clone()));
         let result =
             crate::fault::guard(Point::Deliver, &route.name, &self.metrics, run).instrument(span.clone()).await;
         drop(in_flight);
@@ -180,31 +183,28 @@ impl Core {
     /// Sends an outgoing delivery in `mode` over the next connection: the
     /// reply of a call, an empty reply once an event is accepted.
     pub(super) async fn send(&self, mode: Mode, request: Request) -> Result<Vec<u8>, Failure> {
-        match mode {
-            Mode::Dispatch => self.enqueue(request).await.map(|_| Vec::new()),
-            Mode::Call | Mode::Broadcast | Mode::Rolecast => {
-                crate::delivery::name::validate(&request.name)
-                    .map_err(|e| Failure::new(FailureClass::Invalid, e.to_string()))?;
-                let link = self.outgoing()?;
-                let name = request.name.clone();
-                crate::fault::guard(Point::Send, &name, &self.metrics, async {
-                    crate::fault::point(Point::Send, &request.name);
-                    link.send(mode, request).await
-                })
-                .await
-            }
-        }
+        self.out(request, async |link, request| link.send(mode, request).await).await
     }
 
     /// Queues a dispatch over the next connection.
     pub(super) async fn enqueue(&self, request: Request) -> Result<Receipt, Failure> {
+        self.out(request, async |link, request| link.enqueue(request).await).await
+    }
+
+    /// Sends `request` out by `go` over the next connection: a name that
+    /// is not a bus name is `invalid`, a host error on the way answers `failed`.
+    async fn out<T>(
+        &self,
+        request: Request,
+        go: impl AsyncFnOnce(&super::outgoing::Link, Request) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
         crate::delivery::name::validate(&request.name)
             .map_err(|e| Failure::new(FailureClass::Invalid, e.to_string()))?;
         let link = self.outgoing()?;
         let name = request.name.clone();
         crate::fault::guard(Point::Send, &name, &self.metrics, async {
             crate::fault::point(Point::Send, &request.name);
-            link.enqueue(request).await
+            go(link, request).await
         })
         .await
     }

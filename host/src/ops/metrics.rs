@@ -82,67 +82,47 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric; `pool_max` is the instance pool's size.
     pub fn new(pool_max: u64) -> Self {
-        let mut registry = Registry::with_prefix("busbar");
-        let invocations = Family::<Invocation, Counter>::default();
-        registry.register(
-            "invocations",
-            "Invocations of a handler, by name and delivery mode (failed ones included)",
-            invocations.clone(),
-        );
-        let errors = Family::<Error, Counter>::default();
-        registry.register("errors", "Failed invocations, by name and failure class", errors.clone());
-        let latency = Family::<Name, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
-        registry.register(
-            "invocation_duration_seconds",
-            "Time from delivery to the handler's outcome, admission wait included",
-            latency.clone(),
-        );
-        let retries = Family::<Name, Counter>::default();
-        registry.register("retries", "Dispatch attempts after the first", retries.clone());
-        let dead_letters = Family::<Name, Counter>::default();
-        registry.register(
-            "dead_letters",
-            "Dispatches that failed for good (a final attempt, or a class that is never retried)",
-            dead_letters.clone(),
-        );
-        let reloads = Family::<Reload, Counter>::default();
-        registry.register(
-            "reloads",
-            "Handler file changes applied, or rejected (the old version kept serving)",
-            reloads.clone(),
-        );
-        let in_flight = Gauge::default();
-        registry.register("invocations_in_flight", "Invocations running now", in_flight.clone());
-        let host_errors = Counter::default();
-        registry.register(
-            "host_errors",
-            "Deliveries that met a host error (a bug in busbar, answered as `failed`; the node log has details)",
-            host_errors.clone(),
-        );
-        let handlers = Gauge::default();
-        registry.register("handlers", "Handler files loaded and serving", handlers.clone());
+        let mut r = Registry::with_prefix("busbar");
         let pool = Gauge::<u64, AtomicU64>::default();
         pool.set(pool_max);
-        registry.register("pool_instances", "Size of the instance pool (instances that may exist at once)", pool);
-        let pool_idle = Gauge::default();
-        registry.register(
-            "pool_instances_idle",
-            "Instances kept warm for reuse (they hold pool slots)",
-            pool_idle.clone(),
-        );
+        let _ = r.add("pool_instances", "Size of the instance pool (instances that may exist at once)", pool);
         Self {
-            registry,
+            invocations: r.add(
+                "invocations",
+                "Invocations of a handler, by name and delivery mode (failed ones included)",
+                Family::default(),
+            ),
+            errors: r.add("errors", "Failed invocations, by name and failure class", Family::default()),
+            latency: r.add(
+                "invocation_duration_seconds",
+                "Time from delivery to the handler's outcome, admission wait included",
+                Family::new_with_constructor(latency_histogram),
+            ),
+            retries: r.add("retries", "Dispatch attempts after the first", Family::default()),
+            dead_letters: r.add(
+                "dead_letters",
+                "Dispatches that failed for good, as the driver that wrote the dead letter reports them",
+                Family::default(),
+            ),
+            reloads: r.add(
+                "reloads",
+                "Handler file changes applied, or rejected (the old version kept serving)",
+                Family::default(),
+            ),
+            in_flight: r.add("invocations_in_flight", "Invocations running now", Gauge::default()),
+            host_errors: r.add(
+                "host_errors",
+                "Deliveries that met a host error (a bug in busbar, answered as `failed`; the node log has details)",
+                Counter::default(),
+            ),
+            handlers: r.add("handlers", "Handler files loaded and serving", Gauge::default()),
+            pool_idle: r.add(
+                "pool_instances_idle",
+                "Instances kept warm for reuse (they hold pool slots)",
+                Gauge::default(),
+            ),
             series: RwLock::default(),
-            invocations,
-            errors,
-            latency,
-            retries,
-            dead_letters,
-            reloads,
-            in_flight,
-            host_errors,
-            handlers,
-            pool_idle,
+            registry: r,
         }
     }
 
@@ -238,6 +218,19 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Registering a metric and keeping a handle to it (clones share values).
+trait Add {
+    /// Registers `metric` as `name` with `help`; returns it.
+    fn add<M: prometheus_client::registry::Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M;
+}
+
+impl Add for Registry {
+    fn add<M: prometheus_client::registry::Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.register(name, help, metric.clone());
+        metric
     }
 }
 

@@ -1,7 +1,11 @@
 //! W3C Trace Context (`traceparent`, `tracestate`) across the bus: each
-//! invocation is a span of the caller's trace (or the root of a new one), the
-//! guest sees that span in its context headers, and the deliveries it makes
-//! through the `bus` import carry it on as their parent.
+//! invocation is a span of the caller's trace (or the root of a new one),
+//! the deliveries it makes through the `bus` import carry it on as their
+//! parent, and the guest sees its span in its context headers whenever its
+//! caller sent a trace — every nested call does. The root span of a call
+//! that came without one is logged and carried on, but not handed to the
+//! guest: building that header and the guest's allocator taking it in cost
+//! about a microsecond per call (BENCHMARKS.md §1), for a trace nobody asked for.
 //!
 //! `traceparent` is `00-<trace-id: 32 hex>-<parent-id: 16 hex>-<flags: 2 hex>`
 //! (<https://www.w3.org/TR/trace-context/>); `tracestate` travels unchanged.
@@ -95,11 +99,15 @@ impl fmt::Display for SpanContext {
 }
 
 /// Starts the span of an invocation delivered with `headers`: its context
-/// replaces the caller's `traceparent` in `headers` (what the guest sees),
-/// and the returned [`Carried`] is what the invocation's own deliveries carry on.
+/// replaces the caller's `traceparent` in `headers` (what the guest sees;
+/// a delivery without one gets none), and the returned [`Carried`] is what
+/// the invocation's own deliveries carry on.
 pub fn enter(headers: &mut Headers) -> Carried {
-    let span = SpanContext::child_of(header(headers, TRACEPARENT).and_then(SpanContext::parse));
-    set_header(headers, TRACEPARENT, span.traceparent());
+    let sent = header(headers, TRACEPARENT);
+    let span = SpanContext::child_of(sent.and_then(SpanContext::parse));
+    if sent.is_some() {
+        set_header(headers, TRACEPARENT, span.traceparent());
+    }
     Carried { parent: span, state: header(headers, TRACESTATE).map(str::to_string) }
 }
 
@@ -208,5 +216,8 @@ mod tests {
         let b = SpanContext::child_of(None);
         assert_ne!(a.trace_id, b.trace_id);
         assert_eq!(SpanContext::parse(header(&headers, TRACEPARENT).unwrap()), Some(a));
+        let mut untraced = Headers::new();
+        let root = enter(&mut untraced).parent;
+        assert_eq!((root.flags, untraced.len()), (1, 0), "a root span is sampled, and not handed to the guest");
     }
 }

@@ -16,13 +16,17 @@ const CAP: usize = 64 * 1024;
 /// Which standard stream a [`GuestLog`] stands for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Stream {
-    Stdout,
-    Stderr,
+    Stdout = 0,
+    Stderr = 1,
 }
 
-/// One guest stream of one invocation.
+/// One guest stream of one invocation; both streams of a store share one
+/// allocation (a store is made per invocation: one allocation, not two).
 #[derive(Clone)]
-pub(crate) struct GuestLog(Arc<Mutex<Lines>>);
+pub(crate) struct GuestLog {
+    both: Arc<Mutex<[Lines; 2]>>,
+    stream: Stream,
+}
 
 struct Lines {
     handler: Arc<str>,
@@ -32,21 +36,24 @@ struct Lines {
 }
 
 impl GuestLog {
-    pub(crate) fn new(handler: Arc<str>, stream: Stream) -> Self {
-        Self(Arc::new(Mutex::new(Lines { handler, stream, pending: Vec::new(), written: 0 })))
+    /// The stdout and stderr of an invocation of `handler`.
+    pub(crate) fn pair(handler: Arc<str>) -> [GuestLog; 2] {
+        let lines = |stream| Lines { handler: handler.clone(), stream, pending: Vec::new(), written: 0 };
+        let both = Arc::new(Mutex::new([lines(Stream::Stdout), lines(Stream::Stderr)]));
+        [GuestLog { both: both.clone(), stream: Stream::Stdout }, GuestLog { both, stream: Stream::Stderr }]
     }
 
     /// Ends an invocation's output: emits the unfinished line and resets
     /// the allowance for the next invocation of a reused store.
     pub(crate) fn finish(&self) {
-        let mut lines = crate::sync::lock(&self.0);
+        let mut both = crate::sync::lock(&self.both);
+        let lines = &mut both[self.stream as usize];
         lines.flush();
         lines.written = 0;
     }
 
     fn write(&self, bytes: &[u8]) {
-        let mut lines = crate::sync::lock(&self.0);
-        lines.push(bytes);
+        crate::sync::lock(&self.both)[self.stream as usize].push(bytes);
     }
 }
 

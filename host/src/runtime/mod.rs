@@ -2,7 +2,7 @@
 //! epoch interruption), components validated, compiled once (through the
 //! artifact cache) and pre-instantiated, and a fresh sandboxed `Store` for
 //! every invocation (or, for a handler that opts in, a warm one that served
-//! it before: [`warm`]). The runtime knows nothing of drivers or NATS.
+//! it before: `warm`). The runtime knows nothing of drivers or NATS.
 
 mod bindings;
 mod cache;

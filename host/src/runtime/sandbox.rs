@@ -7,7 +7,7 @@
 
 use super::bindings::busbar::handler::{bus, types};
 use super::grants::Grants;
-use super::guest_log::{GuestLog, Stream};
+use super::guest_log::GuestLog;
 use crate::delivery::failure::{Failure, FailureClass};
 use crate::delivery::{DEPTH_HEADER, Mode, Request};
 use std::sync::Arc;
@@ -57,7 +57,7 @@ const MAX_RANDOM: u64 = 1 << 20;
 
 impl Sandbox {
     pub(crate) fn new(handler: &Arc<str>, memory: u64, scope: Scope, grants: &Grants) -> std::io::Result<Self> {
-        let logs = [GuestLog::new(handler.clone(), Stream::Stdout), GuestLog::new(handler.clone(), Stream::Stderr)];
+        let logs = GuestLog::pair(handler.clone());
         let mut wasi = WasiCtx::builder();
         wasi.stdout(logs[0].clone()).stderr(logs[1].clone()).max_random_size(MAX_RANDOM);
         grants.apply(&mut wasi)?;

@@ -7,6 +7,7 @@ mod bounds;
 mod cli;
 mod config;
 mod deliveries;
+mod embedding;
 mod failures;
 mod folder;
 mod languages;

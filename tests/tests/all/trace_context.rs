@@ -58,9 +58,13 @@ async fn a_call_made_by_a_handler_carries_the_trace_on() {
 
 #[tokio::test]
 async fn a_call_without_a_trace_starts_one() {
-    let node = start(&Folder::with(&["whoami"])).await;
-    let first = seen_span(&node.call("whoami", vec![], TEST_TIMEOUT).await.unwrap());
-    let second = seen_span(&node.call("whoami", vec![], TEST_TIMEOUT).await.unwrap());
+    let node = start(&greet_calling_whoami()).await;
+    let nested = |reply: Vec<u8>| seen_span(reply.strip_prefix(b"hello, ").expect("greet's reply"));
+    let first = nested(node.call("greet", b"x".to_vec(), TEST_TIMEOUT).await.unwrap());
+    let second = nested(node.call("greet", b"x".to_vec(), TEST_TIMEOUT).await.unwrap());
     assert_ne!(first.trace_id, second.trace_id, "each untraced call is a trace of its own");
     assert_eq!(first.flags, 1, "sampled");
+    // The root span itself is not handed to the guest of an untraced call.
+    let reply = node.call("echo", vec![], TEST_TIMEOUT).await.unwrap();
+    assert_eq!(seen_header(&reply, "traceparent"), None);
 }

@@ -40,24 +40,22 @@ fn js_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Dr
 
 /// Creates the work-queue and dead-letter streams if they do not exist.
 pub(super) async fn ensure_streams(js: &async_nats::jetstream::Context, wire: &Wire) -> Result<(), DriverError> {
-    js.get_or_create_stream(stream::Config {
-        name: wire.queue_stream.clone(),
-        subjects: vec![wire.queue_all()],
-        retention: RetentionPolicy::WorkQueue,
-        storage: StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| js_error(&format!("creating the work-queue stream {}", wire.queue_stream), e))?;
-    js.get_or_create_stream(stream::Config {
-        name: wire.dead_stream.clone(),
-        subjects: vec![wire.dead_all()],
-        retention: RetentionPolicy::Limits,
-        storage: StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| js_error(&format!("creating the dead-letter stream {}", wire.dead_stream), e))?;
+    let streams = [
+        ("work-queue", &wire.queue_stream, wire.queue_all(), RetentionPolicy::WorkQueue),
+        ("dead-letter", &wire.dead_stream, wire.dead_all(), RetentionPolicy::Limits),
+    ];
+    for (what, name, subjects, retention) in streams {
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![subjects],
+            retention,
+            storage: StorageType::File,
+            ..Default::default()
+        };
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|e| js_error(&format!("creating the {what} stream {name}"), e))?;
+    }
     Ok(())
 }
 
