@@ -9,10 +9,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -42,9 +41,67 @@ struct Reload {
     outcome: &'static str,
 }
 
-fn latency_histogram() -> Histogram {
-    // 25 µs to about 53 s, doubling: from a warm Rust call to a slow dispatch.
-    Histogram::new(exponential_buckets(25e-6, 2.0, 22))
+/// Upper bounds of the latency buckets in nanoseconds: 25 µs to about
+/// 53 s, doubling — from a warm Rust call to a slow dispatch — then +Inf.
+const LATENCY_BOUNDS_NS: [u64; 22] = {
+    let mut bounds = [0u64; 22];
+    let mut i = 0;
+    while i < 22 {
+        bounds[i] = 25_000 << i;
+        i += 1;
+    }
+    bounds
+};
+
+/// A latency histogram of atomics: observing takes no lock (every
+/// invocation observes one, from every worker thread at once).
+#[derive(Debug, Default, Clone)]
+pub struct Latency(Arc<LatencyCounts>);
+
+#[derive(Debug, Default)]
+struct LatencyCounts {
+    /// Per bucket (not cumulative); the last is +Inf.
+    buckets: [AtomicU64; 23],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Latency {
+    /// Counts one duration.
+    pub fn observe(&self, elapsed: Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let at = LATENCY_BOUNDS_NS.iter().position(|bound| ns <= *bound).unwrap_or(LATENCY_BOUNDS_NS.len());
+        self.0.buckets[at].fetch_add(1, Ordering::Relaxed);
+        self.0.count.fetch_add(1, Ordering::Relaxed);
+        self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for Latency {
+    const TYPE: prometheus_client::metrics::MetricType = prometheus_client::metrics::MetricType::Histogram;
+}
+
+impl prometheus_client::encoding::EncodeMetric for Latency {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
+        let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_NS
+            .iter()
+            .map(|ns| *ns as f64 / 1e9)
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(&self.0.buckets)
+            .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
+            .collect();
+        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            sum,
+            self.0.count.load(Ordering::Relaxed),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        <Self as prometheus_client::metrics::TypedMetric>::TYPE
+    }
 }
 
 /// One name's series, found once and kept (the routing table holds it):
@@ -58,7 +115,7 @@ pub struct Series {
     invocations: [OnceLock<Counter>; 4],
     /// By [`FailureClass::ALL`] order.
     errors: [OnceLock<Counter>; 9],
-    latency: OnceLock<Histogram>,
+    latency: OnceLock<Latency>,
     retries: OnceLock<Counter>,
     dead_letters: OnceLock<Counter>,
 }
@@ -69,7 +126,7 @@ pub struct Metrics {
     series: RwLock<HashMap<String, Arc<Series>>>,
     invocations: Family<Invocation, Counter>,
     errors: Family<Error, Counter>,
-    latency: Family<Name, Histogram, fn() -> Histogram>,
+    latency: Family<Name, Latency>,
     retries: Family<Name, Counter>,
     dead_letters: Family<Name, Counter>,
     reloads: Family<Reload, Counter>,
@@ -96,7 +153,7 @@ impl Metrics {
             latency: r.add(
                 "invocation_duration_seconds",
                 "Time from delivery to the handler's outcome, admission wait included",
-                Family::new_with_constructor(latency_histogram),
+                Family::default(),
             ),
             retries: r.add("retries", "Dispatch attempts after the first", Family::default()),
             dead_letters: r.add(
@@ -154,7 +211,7 @@ impl Metrics {
                 self.invocations.get_or_create_owned(&Invocation { name: name.into(), mode: mode.as_str() })
             })
             .inc();
-        series.latency.get_or_init(|| self.latency.get_or_create_owned(&named())).observe(elapsed.as_secs_f64());
+        series.latency.get_or_init(|| self.latency.get_or_create_owned(&named())).observe(elapsed);
         if mode == Mode::Dispatch && attempt > 1 {
             series.retries.get_or_init(|| self.retries.get_or_create_owned(&named())).inc();
         }
@@ -271,6 +328,10 @@ mod tests {
             "busbar_retries_total{name=\"order\"} 1",
             "busbar_dead_letters_total{name=\"order\"} 2",
             "busbar_invocation_duration_seconds_count{name=\"echo\"} 3",
+            "busbar_invocation_duration_seconds_sum{name=\"echo\"} 0.003",
+            "busbar_invocation_duration_seconds_bucket{le=\"0.0008\",name=\"echo\"} 0",
+            "busbar_invocation_duration_seconds_bucket{le=\"0.0016\",name=\"echo\"} 3",
+            "busbar_invocation_duration_seconds_bucket{le=\"+Inf\",name=\"echo\"} 3",
             "busbar_reloads_total{outcome=\"applied\"} 2",
             "busbar_pool_instances 1000",
         ] {
