@@ -143,35 +143,20 @@ impl Metrics {
         let pool = Gauge::<u64, AtomicU64>::default();
         pool.set(pool_max);
         let _ = r.add("pool_instances", "Size of the instance pool (instances that may exist at once)", pool);
+        let calls = "Invocations of a handler, by name and delivery mode (failed ones included)";
+        let duration = "Time from delivery to the handler's outcome, admission wait included";
+        let dead = "Dispatches that failed for good, as the driver that wrote the dead letter reports them";
+        let reloads = "Handler file changes applied, or rejected (the old version kept serving)";
+        let host = "Deliveries that met a host error (a bug in busbar, answered as `failed`; see the node log)";
         Self {
-            invocations: r.add(
-                "invocations",
-                "Invocations of a handler, by name and delivery mode (failed ones included)",
-                Family::default(),
-            ),
+            invocations: r.add("invocations", calls, Family::default()),
             errors: r.add("errors", "Failed invocations, by name and failure class", Family::default()),
-            latency: r.add(
-                "invocation_duration_seconds",
-                "Time from delivery to the handler's outcome, admission wait included",
-                Family::default(),
-            ),
+            latency: r.add("invocation_duration_seconds", duration, Family::default()),
             retries: r.add("retries", "Dispatch attempts after the first", Family::default()),
-            dead_letters: r.add(
-                "dead_letters",
-                "Dispatches that failed for good, as the driver that wrote the dead letter reports them",
-                Family::default(),
-            ),
-            reloads: r.add(
-                "reloads",
-                "Handler file changes applied, or rejected (the old version kept serving)",
-                Family::default(),
-            ),
+            dead_letters: r.add("dead_letters", dead, Family::default()),
+            reloads: r.add("reloads", reloads, Family::default()),
             in_flight: r.add("invocations_in_flight", "Invocations running now", Gauge::default()),
-            host_errors: r.add(
-                "host_errors",
-                "Deliveries that met a host error (a bug in busbar, answered as `failed`; the node log has details)",
-                Counter::default(),
-            ),
+            host_errors: r.add("host_errors", host, Counter::default()),
             handlers: r.add("handlers", "Handler files loaded and serving", Gauge::default()),
             pool_idle: r.add(
                 "pool_instances_idle",
