@@ -153,6 +153,16 @@ pub async fn start_on(hub: &DefaultDriver, folder: &Folder, config: &str) -> (No
     NodeBuilder::new(config).runtime(runtime()).hub(hub.clone()).start().await.expect("node starts")
 }
 
+/// Why handler `stem` of `folder` is skipped at start once its sidecar says
+/// `sidecar`, under the node config `config` (TOML); fails the test unless
+/// exactly that one file is skipped.
+pub async fn refusal(folder: &Folder, stem: &str, sidecar: &str, config: &str) -> String {
+    folder.sidecar(stem, sidecar);
+    let (_node, report) = start_on(&DefaultDriver::new(), folder, config).await;
+    assert_eq!(report.skipped.len(), 1, "{sidecar}: {:?}", report.skipped);
+    report.skipped[0].reason.clone()
+}
+
 /// Starts a lone node serving `folder` with default config on a private hub.
 pub async fn start(folder: &Folder) -> Node {
     start_on(&DefaultDriver::new(), folder, "").await.0

@@ -2,7 +2,7 @@
 //! retry schedule, limits, grants), resolved against the node's defaults and
 //! checked against the operator's bounds on grants (`[grants]`).
 
-use crate::config::{Config, ConfigError, GrantRules, HandlerDefaults};
+use crate::config::{Config, ConfigError, HandlerDefaults};
 use crate::limits;
 use crate::runtime::{DirGrant, Grants};
 use crate::units::serde_units;
@@ -94,14 +94,22 @@ impl Policy {
 pub struct Rules {
     /// `[handlers]`: the limits of a handler whose sidecar says nothing.
     pub defaults: HandlerDefaults,
-    /// `[grants]`: how far a sidecar's grants may reach.
-    pub grants: GrantRules,
+    /// `[grants] dirs`: roots beyond the handlers folder a sidecar may grant.
+    pub dir_roots: Vec<PathBuf>,
+    /// `[grants] net`, resolved once: the addresses a sidecar may grant.
+    pub net: Vec<NetPattern>,
 }
 
 impl Rules {
-    /// The rules of `config`.
+    /// The rules of `config`. Names in `[grants] net` are resolved here,
+    /// once per node, not each time a sidecar is read (the config parser
+    /// has already refused entries that do not parse).
     pub fn of(config: &Config) -> Self {
-        Self { defaults: config.handlers.clone(), grants: config.grants.clone() }
+        Self {
+            defaults: config.handlers.clone(),
+            dir_roots: config.grants.dirs.clone(),
+            net: config.grants.net.iter().filter_map(|p| NetPattern::parse(p).ok()).collect(),
+        }
     }
 }
 
@@ -208,8 +216,7 @@ pub fn policy(stem: &str, sidecar: &Path, rules: &Rules) -> Result<Policy, Confi
         grants: Arc::default(),
     };
     policy.check("").map_err(|e| ConfigError::new(sidecar, e))?;
-    let grants =
-        grants(sidecar, side.env, side.dirs, side.net, &rules.grants).map_err(|e| ConfigError::new(sidecar, e))?;
+    let grants = grants(sidecar, side.env, side.dirs, side.net, rules).map_err(|e| ConfigError::new(sidecar, e))?;
     policy.grants = Arc::new(grants);
     Ok(policy)
 }
@@ -224,7 +231,7 @@ fn grants(
     env: BTreeMap<String, String>,
     dirs: Vec<SidecarDir>,
     net: Vec<String>,
-    rules: &GrantRules,
+    rules: &Rules,
 ) -> Result<Grants, String> {
     let folder = sidecar.parent().unwrap_or(Path::new("."));
     let mut granted = Grants { env: env.into_iter().collect(), ..Grants::default() };
@@ -232,10 +239,9 @@ fn grants(
         if !dir.guest.starts_with('/') {
             return Err(format!("in `dirs`: guest path `{}` must be absolute", dir.guest));
         }
-        let host = granted_dir(folder, &dir.host, &rules.dirs).map_err(|e| format!("in `dirs`: {e}"))?;
+        let host = granted_dir(folder, &dir.host, &rules.dir_roots).map_err(|e| format!("in `dirs`: {e}"))?;
         granted.dirs.push(DirGrant { host, guest: dir.guest, write: dir.mode == DirMode::Rw });
     }
-    let allowed: Vec<NetPattern> = rules.net.iter().filter_map(|p| NetPattern::parse(p).ok()).collect();
     for entry in net {
         let (host, port) = host_port(&entry).map_err(|e| format!("in `net`: {e}"))?;
         let port: u16 = port.parse().map_err(|_| format!("in `net`: `{entry}` has no valid port"))?;
@@ -245,7 +251,7 @@ fn grants(
         let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
             .map_err(|e| format!("in `net`: cannot resolve `{entry}`: {e}"))?
             .collect();
-        if let Some(addr) = addrs.iter().find(|a| !allowed.iter().any(|p| p.allows(a))) {
+        if let Some(addr) = addrs.iter().find(|a| !rules.net.iter().any(|p| p.allows(a))) {
             return Err(format!(
                 "in `net`: `{entry}` ({addr}) is not an address the operator allows; list it (or `host:*`) under `[grants] net` in busbar.toml"
             ));

@@ -249,7 +249,7 @@ impl Outbound for Core {
 #[async_trait::async_trait]
 impl Bus for Core {
     async fn stop_serving(&self, kind: Kind, name: &str) {
-        for link in self.outgoing.get().map(|o| o.links()).unwrap_or_default() {
+        for link in self.outgoing.get().map_or(&[][..], |o| o.links()) {
             let dropped = match kind {
                 Kind::Service => link.connection().unregister_service(name).await,
                 Kind::Message => link.connection().unregister_message(name).await,
@@ -261,7 +261,7 @@ impl Bus for Core {
     }
 
     async fn serve(&self, kind: Kind, name: &str, spec: &ServiceSpec) {
-        for link in self.outgoing.get().map(|o| o.links()).unwrap_or_default() {
+        for link in self.outgoing.get().map_or(&[][..], |o| o.links()) {
             if let Err(e) = link.register(kind, name, spec).await {
                 tracing::warn!(%name, "could not serve `{name}` on the bus: {e}");
             }

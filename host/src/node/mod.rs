@@ -416,7 +416,7 @@ impl Node {
     pub async fn stop(&self) {
         // No more changes of the folder: they would register names again.
         self.core.handlers.unwatch();
-        for link in self.core.outgoing.get().map(|o| o.links()).unwrap_or_default() {
+        for link in self.core.outgoing.get().map_or(&[][..], |o| o.links()) {
             if let Err(e) = link.connection().stop().await {
                 tracing::warn!("stopping a connection: {e}");
             }

@@ -76,8 +76,8 @@ impl Outgoing {
     }
 
     /// Every connection, in config order.
-    pub(crate) fn links(&self) -> Vec<Link> {
-        self.links.clone()
+    pub(crate) fn links(&self) -> &[Link] {
+        &self.links
     }
 
     /// The first connection (discovery and dead letters ask it).

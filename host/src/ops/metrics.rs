@@ -174,13 +174,8 @@ impl Metrics {
         InFlight(&self.in_flight)
     }
 
-    /// Records the outcome of one delivery of `name`: `attempt` as the
-    /// envelope said.
-    pub fn record(&self, name: &str, mode: Mode, attempt: u32, elapsed: Duration, result: Result<(), &Failure>) {
-        self.record_in(&self.series(name), mode, attempt, elapsed, result);
-    }
-
-    /// [`Metrics::record`] into the `series` of a name, found before.
+    /// Records the outcome of one delivery of the name of `series` (found
+    /// once, see [`Metrics::series`]): `attempt` as the envelope said.
     pub fn record_in(
         &self,
         series: &Series,
@@ -294,13 +289,14 @@ mod tests {
         let m = Metrics::new(1000);
         let ms = Duration::from_millis(1);
         for _ in 0..3 {
-            m.record("echo", Mode::Call, 1, ms, Ok(()));
+            m.record_in(&m.series("echo"), Mode::Call, 1, ms, Ok(()));
         }
         let invalid = Failure::new(FailureClass::Invalid, "bad");
         let retry = Failure::new(FailureClass::Retry, "later");
-        m.record("order", Mode::Dispatch, 1, ms, Err(&retry));
-        m.record("order", Mode::Dispatch, 2, ms, Err(&retry));
-        m.record("order", Mode::Dispatch, 1, ms, Err(&invalid));
+        let order = m.series("order");
+        m.record_in(&order, Mode::Dispatch, 1, ms, Err(&retry));
+        m.record_in(&order, Mode::Dispatch, 2, ms, Err(&retry));
+        m.record_in(&order, Mode::Dispatch, 1, ms, Err(&invalid));
         m.record_dead_letter("order");
         m.record_dead_letter("order");
         m.record_reloads(2, 1);

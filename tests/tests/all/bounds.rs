@@ -8,7 +8,7 @@ use busbar::fault::{Point, inject};
 use busbar::ops::http::{Ops, Server, gateway_routes, ops_routes};
 use busbar::ops::metrics::Metrics;
 use busbar::{Config, FailureClass, Node};
-use busbar_tests::support::{Folder, TEST_TIMEOUT, start, start_watching};
+use busbar_tests::support::{Folder, TEST_TIMEOUT, refusal, start, start_watching};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +36,7 @@ async fn an_absurd_sidecar_timeout_is_refused_and_the_old_version_keeps_serving(
         ("max_payload = 18446744073709551615\n", "`max_payload`"),
         ("concurrency = 4294967295\n", "`concurrency` is 4294967295, more than its maximum of 10000"),
     ] {
-        let folder = Folder::with(&["echo"]);
-        folder.sidecar("echo", sidecar);
-        let (_node, report) = busbar_tests::support::start_on(&Default::default(), &folder, "").await;
-        assert_eq!(report.skipped.len(), 1, "{sidecar}: {:?}", report.skipped);
-        let reason = &report.skipped[0].reason;
+        let reason = refusal(&Folder::with(&["echo"]), "echo", sidecar, "").await;
         assert!(reason.contains("echo.toml") && reason.contains(key), "{sidecar}: {reason}");
     }
 }
@@ -114,7 +110,14 @@ fn an_absurd_cli_timeout_is_a_usage_error() {
     assert!(stderr.contains("--timeout") && stderr.contains("at most 24h"), "{stderr}");
 }
 
-/// Deliveries of `name` on `node` counted as host errors, from its metrics.
+/// A node serving the `echo` guest as `name`, with sidecar `sidecar`.
+async fn echo_named(name: &str, sidecar: &str) -> Node {
+    let folder = Folder::with(&[]);
+    folder.add("echo", name).sidecar(name, sidecar);
+    start(&folder).await
+}
+
+/// The host-error counter line of `node`'s metrics.
 fn host_errors(node: &Node) -> String {
     let text = node.metrics_text();
     text.lines().find(|l| l.starts_with("busbar_host_errors_total")).unwrap_or_default().to_string()
@@ -122,9 +125,7 @@ fn host_errors(node: &Node) -> String {
 
 #[tokio::test]
 async fn a_host_error_answers_a_call_with_failed_and_the_node_carries_on() {
-    let folder = Folder::with(&[]);
-    folder.add("echo", "fault-call");
-    let node = start(&folder).await;
+    let node = echo_named("fault-call", "").await;
     inject(Point::Deliver, "fault-call", 1);
     let failed = node.call("fault-call", b"x".to_vec(), TEST_TIMEOUT).await.expect_err("the host failed");
     assert_eq!(failed.class, FailureClass::Failed);
@@ -136,9 +137,7 @@ async fn a_host_error_answers_a_call_with_failed_and_the_node_carries_on() {
 
 #[tokio::test]
 async fn a_host_error_uses_up_a_dispatch_attempt_and_the_retry_runs_it() {
-    let folder = Folder::with(&[]);
-    folder.add("echo", "fault-retry").sidecar("fault-retry", "retry = [\"10ms\"]\n");
-    let node = start(&folder).await;
+    let node = echo_named("fault-retry", "retry = [\"10ms\"]\n").await;
     inject(Point::Deliver, "fault-retry", 1);
     let receipt = node.dispatch("fault-retry", b"job".to_vec()).await.expect("accepted");
     let outcome = receipt.outcome.expect("reported").await.expect("finished");
@@ -149,9 +148,7 @@ async fn a_host_error_uses_up_a_dispatch_attempt_and_the_retry_runs_it() {
 
 #[tokio::test]
 async fn a_host_error_on_the_last_attempt_is_dead_lettered_not_lost() {
-    let folder = Folder::with(&[]);
-    folder.add("echo", "fault-dead");
-    let node = start(&folder).await;
+    let node = echo_named("fault-dead", "").await;
     inject(Point::Deliver, "fault-dead", 1);
     let receipt = node.dispatch("fault-dead", b"keep me".to_vec()).await.expect("accepted");
     let outcome = receipt.outcome.expect("reported").await.expect("finished");
@@ -165,9 +162,7 @@ async fn a_host_error_on_the_last_attempt_is_dead_lettered_not_lost() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_error_while_sending_answers_the_caller() {
-    let folder = Folder::with(&[]);
-    folder.add("echo", "fault-send");
-    let node = start(&folder).await;
+    let node = echo_named("fault-send", "").await;
     inject(Point::Send, "fault-send", 2);
     let call = node.call("fault-send", b"x".to_vec(), TEST_TIMEOUT).await.expect_err("the host failed");
     assert!(call.class == FailureClass::Failed && call.message.starts_with("host error"), "{call}");

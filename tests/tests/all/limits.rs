@@ -5,7 +5,7 @@
 use busbar::{FailureClass, Node};
 use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{
-    Folder, SERVICE_LIFT, capture_logs, core_handle, service_component, start, start_on, start_watching,
+    Folder, SERVICE_LIFT, capture_logs, core_handle, refusal, service_component, start, start_on, start_watching,
 };
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -126,14 +126,6 @@ async fn the_network_reaches_only_the_listed_addresses() {
     assert_eq!(class_of(call(&node, "hostile", "resolve:localhost").await), FailureClass::Failed);
 }
 
-/// Why `hostile` was skipped when its sidecar says `sidecar`, under `config`.
-async fn refusal(folder: &Folder, sidecar: &str, config: &str) -> String {
-    folder.sidecar("hostile", sidecar);
-    let (_node, report) = start_on(&Default::default(), folder, config).await;
-    assert_eq!(report.skipped.len(), 1, "{sidecar}: {:?}", report.skipped);
-    report.skipped[0].reason.clone()
-}
-
 #[tokio::test]
 async fn a_sidecar_cannot_grant_directories_outside_the_handlers_folder() {
     let outside = tempfile::tempdir().expect("tempdir");
@@ -149,7 +141,7 @@ async fn a_sidecar_cannot_grant_directories_outside_the_handlers_folder() {
         (".", "is or contains the handlers folder"),
         ("..", "is or contains the handlers folder"),
     ] {
-        let reason = refusal(&folder, &format!("[[dirs]]\nhost = \"{host}\"\nguest = \"/x\"\n"), "").await;
+        let reason = refusal(&folder, "hostile", &format!("[[dirs]]\nhost = \"{host}\"\nguest = \"/x\"\n"), "").await;
         assert!(
             reason.contains("hostile.toml") && reason.contains("`dirs`") && reason.contains(why),
             "{host}: {reason}"
@@ -174,18 +166,20 @@ async fn the_operator_can_allow_other_roots_and_addresses() {
     std::fs::write(root.path().join("shared/file.txt"), b"shared").expect("write");
     let folder = Folder::with(&["hostile"]);
     let sidecar = format!("[[dirs]]\nhost = \"{}/shared\"\nguest = \"/shared\"\n", root.path().display());
-    let reason = refusal(&folder, &sidecar, "").await;
+    let reason = refusal(&folder, "hostile", &sidecar, "").await;
     assert!(reason.contains("[grants] dirs"), "{reason}");
     let config = format!("[grants]\ndirs = [\"{}\"]\n", root.path().display());
     let (node, report) = start_on(&Default::default(), &folder, &config).await;
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
     assert_eq!(call(&node, "hostile", "read:/shared/file.txt").await.as_deref(), Ok(b"shared".as_slice()));
 
-    let reason = refusal(&folder, "net = [\"127.0.0.1:5432\"]\n", "").await;
+    let reason = refusal(&folder, "hostile", "net = [\"127.0.0.1:5432\"]\n", "").await;
     assert!(reason.contains("`net`") && reason.contains("[grants] net"), "{reason}");
-    let reason = refusal(&folder, "net = [\"127.0.0.1:5432\"]\n", "[grants]\nnet = [\"127.0.0.1:80\"]\n").await;
+    let reason =
+        refusal(&folder, "hostile", "net = [\"127.0.0.1:5432\"]\n", "[grants]\nnet = [\"127.0.0.1:80\"]\n").await;
     assert!(reason.contains("127.0.0.1:5432"), "{reason}");
-    let reason = refusal(&folder, "net = [\"169.254.169.254:80\"]\n", "[grants]\nnet = [\"127.0.0.1:*\"]\n").await;
+    let reason =
+        refusal(&folder, "hostile", "net = [\"169.254.169.254:80\"]\n", "[grants]\nnet = [\"127.0.0.1:*\"]\n").await;
     assert!(reason.contains("not an address the operator allows"), "{reason}");
 }
 
