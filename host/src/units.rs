@@ -30,6 +30,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Parses a retention age: a number of days (`"30d"`), or a duration as
+/// [`parse_duration`] reads it.
+pub fn parse_age(text: &str) -> Result<Duration, String> {
+    match text.trim().strip_suffix('d') {
+        Some(days) => days
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .and_then(|d| d.checked_mul(24 * 3600))
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("`{text}` is not a number of days; write e.g. \"30d\"")),
+        None => parse_duration(text),
+    }
+}
+
 /// Parses a byte size: a plain integer, or a number with `B`, `KiB`, `MiB`,
 /// `GiB` (powers of 1024) or `KB`, `MB`, `GB` (powers of 1000).
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -126,6 +141,15 @@ pub mod serde_units {
                 Some(v) => s.collect_seq(v.iter().map(|d| format_duration(*d))),
                 None => s.serialize_none(),
             }
+        }
+    }
+
+    /// `Option<Duration>` from an age such as `"30d"` or `"12h"`.
+    pub mod opt_age {
+        use super::*;
+        /// Reads an optional age.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            parse_age(&String::deserialize(d)?).map(Some).map_err(serde::de::Error::custom)
         }
     }
 

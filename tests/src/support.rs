@@ -243,9 +243,20 @@ pub async fn start_nats_watching(url: &str, folder: &Folder, id: &str) -> Node {
 }
 
 async fn nats_node(url: &str, folder: &Folder, id: &str, group: &str, extra: &str, watch: bool) -> (Node, LoadReport) {
-    let mut config = Config::parse(&nats_config(url, id, group, extra), Path::new("test.toml")).expect("valid config");
+    start_config(&nats_config(url, id, group, extra), folder, watch).await.expect("node starts on NATS")
+}
+
+/// [`nats_config`] of node `id` with more `[bus] setting` keys (`settings`:
+/// entries of a TOML inline table, e.g. `replicas = 3`).
+pub fn nats_config_with(url: &str, id: &str, settings: &str) -> String {
+    nats_config(url, id, "", "").replace(&format!("url = \"{url}\" }}"), &format!("url = \"{url}\", {settings} }}"))
+}
+
+/// Starts a node of config text `config` serving `folder`; the start error, if any.
+pub async fn start_config(config: &str, folder: &Folder, watch: bool) -> Result<(Node, LoadReport), String> {
+    let mut config = Config::parse(config, Path::new("test.toml")).map_err(|e| e.to_string())?;
     config.node.handlers = folder.path().to_path_buf();
-    NodeBuilder::new(config).runtime(runtime()).watch(watch).start().await.expect("node starts on NATS")
+    NodeBuilder::new(config).runtime(runtime()).watch(watch).start().await.map_err(|e| e.to_string())
 }
 
 /// A client (serves nothing) on the NATS server at `url`.

@@ -113,6 +113,13 @@ impl Failure {
         Self { class, message: message.into() }
     }
 
+    /// A failure with its message cut to [`MAX_MESSAGE`] bytes: for text
+    /// from outside (a guest's own failure), which travels in one header
+    /// and lands in logs and dead letters.
+    pub fn capped(class: FailureClass, message: impl Into<String>) -> Self {
+        Self::new(class, cap(message.into()))
+    }
+
     /// Nothing serves `name`.
     pub fn not_found(name: &str) -> Self {
         Self::new(FailureClass::NotFound, format!("no handler serves `{name}`"))
@@ -128,6 +135,26 @@ impl Failure {
     pub fn retryable(&self) -> bool {
         self.class.retryable()
     }
+}
+
+/// The longest failure message kept, in bytes; longer ones are cut (on a
+/// character boundary) and say how much was cut. NATS headers, log lines
+/// and dead letters carry it, so a handler cannot make it huge.
+pub const MAX_MESSAGE: usize = 4096;
+
+/// `message`, cut to [`MAX_MESSAGE`] bytes.
+pub fn cap(mut message: String) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = message.len() - end;
+    message.truncate(end);
+    message.push_str(&format!("… ({cut} more bytes cut)"));
+    message
 }
 
 #[cfg(test)]
@@ -146,5 +173,13 @@ mod tests {
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), FailureClass::ALL.len());
+    }
+
+    #[test]
+    fn a_huge_message_is_cut_on_a_character_boundary_and_says_so() {
+        let message = "é".repeat(5000);
+        let capped = super::cap(message);
+        assert!(capped.len() < super::MAX_MESSAGE + 40);
+        assert!(capped.ends_with("(5904 more bytes cut)"), "{}", &capped[capped.len() - 40..]);
     }
 }

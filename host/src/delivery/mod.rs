@@ -104,12 +104,27 @@ pub struct Envelope {
     /// When the caller stops waiting (a call's timeout); the handler's own
     /// timeout still applies when it is sooner.
     pub deadline: Option<Instant>,
+    /// Taken off a durable queue by a driver that takes only as many as
+    /// the handler's `concurrency`: it waits for a free slot however long
+    /// (calls may hold them), outside the `queue` bound, and is never
+    /// refused as `overloaded` — a node's own load uses up no attempt. Its
+    /// timeout starts when it runs.
+    pub waits_for_slot: bool,
 }
 
 impl Envelope {
     /// A first and only attempt (call, broadcast, rolecast).
     pub fn once(name: impl Into<String>, mode: Mode, payload: Vec<u8>, headers: Headers) -> Self {
-        Self { name: name.into(), mode, payload, headers, attempt: 1, is_final: true, deadline: None }
+        Self {
+            name: name.into(),
+            mode,
+            payload,
+            headers,
+            attempt: 1,
+            is_final: true,
+            deadline: None,
+            waits_for_slot: false,
+        }
     }
 
     /// Attempt `attempt` (from 1) of a dispatch of `payload` to `name`
@@ -129,6 +144,7 @@ impl Envelope {
             attempt,
             is_final: is_final(schedule, attempt),
             deadline: None,
+            waits_for_slot: false,
         }
     }
 

@@ -163,6 +163,9 @@ pub struct ServiceSpec {
     /// The handler's timeout: a durable driver must not redeliver work that
     /// may still be running.
     pub timeout: Duration,
+    /// How many invocations of the handler run at once on this node: a
+    /// driver with a queue takes no more than this many jobs at a time.
+    pub concurrency: u32,
 }
 
 /// Event fan-out.

@@ -1,7 +1,9 @@
 //! Admission to one handler: at most `concurrency` invocations run at once,
 //! at most `queue` more wait for a slot (each no longer than its deadline),
 //! and anything past that is refused at once as `overloaded` — never an
-//! unbounded pile-up.
+//! unbounded pile-up. A dispatch a durable driver took off its queue
+//! waits for a slot outside that bound ([`Gate::wait`]): the driver takes
+//! no more than `concurrency` of them, so they cannot pile up either.
 
 use crate::delivery::failure::{Failure, FailureClass};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,6 +25,17 @@ impl Gate {
         Self { slots: Semaphore::new(concurrency as usize), concurrency, waiting: AtomicU32::new(0), queue }
     }
 
+    /// Waits for a slot however long it takes, without counting against
+    /// `queue`: for work whose sender bounds how much of it waits (see
+    /// [`crate::delivery::Envelope::waits_for_slot`]).
+    pub async fn wait(&self, handler: &str) -> Result<SemaphorePermit<'_>, Failure> {
+        self.slots.acquire().await.map_err(|_closed| Self::unloaded(handler))
+    }
+
+    fn unloaded(handler: &str) -> Failure {
+        Failure::new(FailureClass::Retry, format!("handler `{handler}` was unloaded"))
+    }
+
     /// Waits for a slot until `deadline`. The permit frees the slot when dropped.
     pub async fn enter(&self, handler: &str, deadline: Instant) -> Result<SemaphorePermit<'_>, Failure> {
         if let Ok(permit) = self.slots.try_acquire() {
@@ -42,7 +55,7 @@ impl Gate {
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         match waited {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_closed)) => Err(Failure::new(FailureClass::Retry, format!("handler `{handler}` was unloaded"))),
+            Ok(Err(_closed)) => Err(Self::unloaded(handler)),
             Err(_elapsed) => Err(Failure::new(
                 FailureClass::Timeout,
                 format!("handler `{handler}` had no free slot before the deadline (all {} busy)", self.concurrency),

@@ -56,7 +56,8 @@ impl Route {
 
     /// The service settings a driver needs for this route.
     pub fn spec(&self) -> ServiceSpec {
-        ServiceSpec { retry: self.handler.policy.retry.clone(), timeout: self.handler.policy.timeout }
+        let policy = &self.handler.policy;
+        ServiceSpec { retry: policy.retry.clone(), timeout: policy.timeout, concurrency: policy.concurrency }
     }
 }
 

@@ -64,6 +64,28 @@ impl Inbound {
         }
     }
 
+    /// The state of `name`'s share of a durable queue, as the driver that
+    /// takes from it sees it: whether it can take work now, and how many
+    /// jobs wait (when it knows).
+    pub fn queue_state(&self, name: &str, stalled: Option<bool>, pending: Option<u64>) {
+        if let Some(core) = self.core.upgrade() {
+            if let Some(stalled) = stalled {
+                core.metrics.set_queue_stalled(name, stalled);
+            }
+            if let Some(pending) = pending {
+                core.metrics.set_queue_pending(name, pending);
+            }
+        }
+    }
+
+    /// `count` dead letters of `name` were removed by a limit of the
+    /// dead-letter store: the driver that removed them says so.
+    pub fn dead_letters_dropped(&self, name: &str, count: u64) {
+        if let Some(core) = self.core.upgrade() {
+            core.metrics.record_dead_letters_dropped(name, count);
+        }
+    }
+
     /// This node's per-name statistics (none once it is gone).
     pub fn stats(&self) -> Vec<NameStats> {
         self.core.upgrade().map(|core| core.handlers.stats(&core.config.node.id)).unwrap_or_default()
@@ -148,9 +170,13 @@ impl Core {
                 ),
             ));
         }
-        let own = crate::limits::deadline_in(policy.timeout);
-        let deadline = envelope.deadline.map_or(own, |d| d.min(own));
-        let _slot = handler.gate.enter(&handler.stem, deadline).await?;
+        let _slot = if envelope.waits_for_slot {
+            handler.gate.wait(&handler.stem).await?
+        } else {
+            let own = crate::limits::deadline_in(policy.timeout);
+            let deadline = envelope.deadline.map_or(own, |d| d.min(own));
+            handler.gate.enter(&handler.stem, deadline).await?
+        };
         crate::fault::point(Point::Deliver, &route.name);
         let invoke = Invoke {
             handler: handler.stem.clone(),

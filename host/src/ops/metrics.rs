@@ -130,6 +130,10 @@ pub struct Metrics {
     retries: Family<Name, Counter>,
     dead_letters: Family<Name, Counter>,
     reloads: Family<Reload, Counter>,
+    queue_pending: Family<Name, Gauge>,
+    queue_stalled: Family<Name, Gauge>,
+    queue_stalls: Family<Name, Counter>,
+    dead_letters_dropped: Family<Name, Counter>,
     in_flight: Gauge,
     host_errors: Counter,
     handlers: Gauge,
@@ -155,6 +159,26 @@ impl Metrics {
             retries: r.add("retries", "Dispatch attempts after the first", Family::default()),
             dead_letters: r.add("dead_letters", dead, Family::default()),
             reloads: r.add("reloads", reloads, Family::default()),
+            queue_pending: r.add(
+                "queue_pending",
+                "Dispatches waiting in the durable queue, as the last one this node took reported",
+                Family::default(),
+            ),
+            queue_stalled: r.add(
+                "queue_stalled",
+                "1 while this node cannot take dispatches from the queue (see the warning in its log)",
+                Family::default(),
+            ),
+            queue_stalls: r.add(
+                "queue_stalls",
+                "Times this node stopped being able to take dispatches",
+                Family::default(),
+            ),
+            dead_letters_dropped: r.add(
+                "dead_letters_dropped",
+                "Dead letters removed by a limit of the dead-letter store (age or bytes)",
+                Family::default(),
+            ),
             in_flight: r.add("invocations_in_flight", "Invocations running now", Gauge::default()),
             host_errors: r.add("host_errors", host, Counter::default()),
             handlers: r.add("handlers", "Handler files loaded and serving", Gauge::default()),
@@ -209,6 +233,25 @@ impl Metrics {
     pub fn record_dead_letter(&self, name: &str) {
         let series = self.series(name);
         series.dead_letters.get_or_init(|| self.dead_letters.get_or_create_owned(&Name { name: name.into() })).inc();
+    }
+
+    /// Records how many dispatches of `name` wait in its durable queue.
+    pub fn set_queue_pending(&self, name: &str, pending: u64) {
+        self.queue_pending.get_or_create(&Name { name: name.into() }).set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// Records that this node stopped (`true`) or resumed taking dispatches of `name`.
+    pub fn set_queue_stalled(&self, name: &str, stalled: bool) {
+        let named = Name { name: name.into() };
+        self.queue_stalled.get_or_create(&named).set(i64::from(stalled));
+        if stalled {
+            self.queue_stalls.get_or_create(&named).inc();
+        }
+    }
+
+    /// Records `count` dead letters of `name` removed by a limit of the dead-letter store.
+    pub fn record_dead_letters_dropped(&self, name: &str, count: u64) {
+        self.dead_letters_dropped.get_or_create(&Name { name: name.into() }).inc_by(count);
     }
 
     /// The series of `name`, created on first use.

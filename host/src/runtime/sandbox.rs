@@ -225,11 +225,11 @@ impl From<Failure> for types::BusError {
 impl From<types::Failure> for Failure {
     fn from(f: types::Failure) -> Self {
         match f {
-            types::Failure::Invalid(m) => Failure::new(FailureClass::Invalid, m),
-            types::Failure::Denied(m) => Failure::new(FailureClass::Denied, m),
-            types::Failure::Unauthorized(m) => Failure::new(FailureClass::Unauthorized, m),
-            types::Failure::Retry(m) => Failure::new(FailureClass::Retry, m),
-            types::Failure::Failed(m) => Failure::new(FailureClass::Failed, m),
+            types::Failure::Invalid(m) => Failure::capped(FailureClass::Invalid, m),
+            types::Failure::Denied(m) => Failure::capped(FailureClass::Denied, m),
+            types::Failure::Unauthorized(m) => Failure::capped(FailureClass::Unauthorized, m),
+            types::Failure::Retry(m) => Failure::capped(FailureClass::Retry, m),
+            types::Failure::Failed(m) => Failure::capped(FailureClass::Failed, m),
         }
     }
 }

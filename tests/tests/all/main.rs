@@ -13,6 +13,7 @@ mod folder;
 mod languages;
 mod limits;
 mod nats;
+mod nats_flow;
 mod nats_interop;
 mod nats_reload;
 mod ops;

@@ -127,7 +127,7 @@ impl NatsConnection {
 pub(super) async fn serve(conn: &Arc<NatsConnection>) -> Result<(), DriverError> {
     let subscriber =
         conn.client.subscribe("$SRV.>").await.map_err(|e| DriverError::from_cause("subscribing to $SRV.>", e))?;
-    let serving = super::Serving::new(conn.cancel.clone());
+    let serving = super::Serving::new(conn.cancel.clone(), None);
     serving.spawn(
         conn,
         conn.clone().pump(subscriber, serving.clone(), |conn, msg| async move {

@@ -1,6 +1,7 @@
-//! Durable dispatch on JetStream. Each prefix has a work-queue stream
-//! (`<P>_QUEUE`, subjects `queue.<prefix>>`) and a dead-letter stream
-//! (`<P>_DEAD`, subjects `dead.<prefix>>`). Every service has one durable
+//! Durable dispatch on JetStream: queuing a job (retried through a leader
+//! election, never twice), and running one delivery of it. The streams are
+//! [`super::streams`]'s, the dead letters [`super::dead`]'s, the pace at
+//! which jobs are taken [`super::pull`]'s. Every service has one durable
 //! pull consumer, shared by all nodes serving it, with explicit acks and an
 //! ack wait longer than the handler's timeout, so work is never redelivered
 //! while it may still run — and is redelivered when a node dies mid-handler.
@@ -12,77 +13,81 @@
 //! The consumer has no `max_deliver`: a message JetStream stops delivering
 //! would stay in the work queue unseen, so the limit is busbar's own.
 
-use super::wire::{self, Wire};
-use super::{DeadLetter, DriverError, NatsConnection, Receipt, ServiceSpec, Serving};
+use super::pull::{Puller, Slots};
+use super::streams::js_error;
+use super::wire;
+use super::{DriverError, NatsConnection, Receipt, ServiceSpec, Serving};
 use crate::delivery::failure::{Failure, FailureClass};
-use crate::delivery::{self, Envelope, Headers, Next};
-use crate::stats::rfc3339;
+use crate::delivery::{self, Envelope, Next, Request};
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::message::AckKind;
-use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Ack wait beyond the handler's timeout: time to record the outcome.
 const ACK_MARGIN: Duration = Duration::from_secs(5);
 
-fn js_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> DriverError {
-    match DriverError::from_cause(what, e) {
-        // A JetStream API nobody answers: the server has no JetStream.
-        DriverError::Bus { what, source } if source.to_string().contains("no responders") => {
-            DriverError::NoJetStream { what, source }
-        }
-        other => other,
-    }
-}
+/// How long a dispatch's publish is retried at most, whatever the caller's
+/// deadline: within JetStream's duplicate window (2 minutes by default), so
+/// that a retry of a publish that was stored after all is de-duplicated by
+/// its `Nats-Msg-Id`, never queued twice.
+const PUBLISH_RETRY_WITHIN: Duration = Duration::from_secs(100);
+/// The first wait between publish attempts; it doubles up to [`MAX_PUBLISH_BACKOFF`].
+const FIRST_PUBLISH_BACKOFF: Duration = Duration::from_millis(25);
+const MAX_PUBLISH_BACKOFF: Duration = Duration::from_millis(500);
 
-/// Creates the work-queue and dead-letter streams if they do not exist.
-pub(super) async fn ensure_streams(js: &async_nats::jetstream::Context, wire: &Wire) -> Result<(), DriverError> {
-    let streams = [
-        ("work-queue", &wire.queue_stream, wire.queue_all(), RetentionPolicy::WorkQueue),
-        ("dead-letter", &wire.dead_stream, wire.dead_all(), RetentionPolicy::Limits),
-    ];
-    for (what, name, subjects, retention) in streams {
-        let config = stream::Config {
-            name: name.clone(),
-            subjects: vec![subjects],
-            retention,
-            storage: StorageType::File,
-            ..Default::default()
-        };
-        js.get_or_create_stream(config)
-            .await
-            .map_err(|e| js_error(&format!("creating the {what} stream {name}"), e))?;
-    }
-    Ok(())
-}
-
-/// Queues a dispatch; returns once JetStream has stored it.
-pub(super) async fn enqueue(
-    conn: &NatsConnection,
-    name: &str,
-    payload: Vec<u8>,
-    headers: Headers,
-) -> Result<Receipt, Failure> {
+/// Queues a dispatch; returns once JetStream has stored it. A refusal that
+/// may pass (a leader election, a lost connection, a full queue) is
+/// retried with the same `Nats-Msg-Id`, so the server stores it once, until
+/// the request's timeout; then it fails as `retry`.
+pub(super) async fn enqueue(conn: &NatsConnection, request: Request) -> Result<Receipt, Failure> {
+    use async_nats::jetstream::context::PublishErrorKind as K;
+    let Request { name, payload, headers, timeout } = request;
     let id = nuid::next().to_string();
     let mut map = wire::headers_to(&headers);
     map.insert(wire::MSG_ID, id.as_str());
     map.insert(wire::DISPATCH_ID, id.as_str());
-    let refused = |e: async_nats::jetstream::context::PublishError| {
-        use async_nats::jetstream::context::PublishErrorKind as K;
-        let class = if e.kind() == K::MaxPayloadExceeded { FailureClass::Invalid } else { FailureClass::Retry };
-        Failure::new(class, format!("JetStream did not accept the dispatch to `{name}`: {e}"))
-    };
-    let ack = conn.js.publish_with_headers(conn.wire.queue(name), map, Bytes::from(payload)).await.map_err(refused)?;
-    ack.await.map_err(refused)?;
-    Ok(Receipt { id, outcome: None })
+    let payload = Bytes::from(payload);
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout.min(PUBLISH_RETRY_WITHIN);
+    let mut backoff = FIRST_PUBLISH_BACKOFF;
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let publish =
+            async { conn.js.publish_with_headers(conn.wire.queue(&name), map.clone(), payload.clone()).await?.await };
+        let error = match tokio::time::timeout_at(deadline, publish).await {
+            Ok(Ok(_ack)) => return Ok(Receipt { id, outcome: None }),
+            Ok(Err(e)) if e.kind() == K::MaxPayloadExceeded => {
+                return Err(Failure::new(
+                    FailureClass::Invalid,
+                    format!("JetStream did not accept the dispatch to `{name}`: {e}"),
+                ));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_elapsed) => "no acknowledgement in time".to_string(),
+        };
+        let now = tokio::time::Instant::now();
+        if now + backoff >= deadline {
+            return Err(Failure::new(
+                FailureClass::Retry,
+                format!(
+                    "JetStream did not accept the dispatch to `{name}` within {}ms ({tries} tries, the last: {error}); \
+                     it was not queued — send it again",
+                    (now - started).as_millis()
+                ),
+            ));
+        }
+        tracing::debug!(%name, tries, "JetStream refused a dispatch, trying again: {error}");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_PUBLISH_BACKOFF);
+    }
 }
 
 /// Creates the durable consumer of service `name`, or updates its ack wait
 /// to cover `spec`'s timeout (the other settings never change).
-async fn consumer(
+pub(super) async fn consumer(
     conn: &NatsConnection,
     name: &str,
     spec: &ServiceSpec,
@@ -95,12 +100,18 @@ async fn consumer(
             durable_name: Some(durable.clone()),
             filter_subject: conn.wire.queue(name),
             ack_policy: AckPolicy::Explicit,
-            ack_wait: spec.timeout.saturating_add(ACK_MARGIN),
+            ack_wait: ack_wait(spec),
             max_deliver: -1,
+            num_replicas: conn.keeping.replicas,
             ..Default::default()
         })
         .await
         .map_err(|e| js_error(&format!("creating the consumer {durable}"), e))
+}
+
+/// How long JetStream waits for a job's outcome before it redelivers it.
+fn ack_wait(spec: &ServiceSpec) -> Duration {
+    spec.timeout.saturating_add(ACK_MARGIN)
 }
 
 /// Applies a changed timeout of service `name` to its consumer's ack wait.
@@ -108,60 +119,69 @@ pub(super) async fn update_consumer(conn: &NatsConnection, name: &str, spec: &Se
     consumer(conn, name, spec).await.map(drop)
 }
 
-/// Starts consuming the work queue of service `name`, until `serving` ends.
-/// Each job runs under the service's spec at the time it arrives.
+/// Starts taking the jobs of service `name` off its work queue, at most
+/// `slots` at a time, until `serving` ends (see [`super::pull`]). A
+/// consumer that cannot be created now is created by the loop as soon as
+/// JetStream can (a cluster electing a leader); only a server without
+/// JetStream, or credentials that may not, fail the start.
 pub(super) async fn serve_queue(
     conn: &Arc<NatsConnection>,
     name: &str,
     spec: &ServiceSpec,
+    slots: &Slots,
     serving: &Serving,
 ) -> Result<(), DriverError> {
-    let consumer = consumer(conn, name, spec).await?;
-    let durable = conn.wire.consumer(name);
-    let mut messages = consumer.messages().await.map_err(|e| js_error(&format!("consuming {durable}"), e))?;
-    let me = conn.clone();
-    let name = name.to_string();
-    let job = serving.clone();
-    serving.spawn(conn, async move {
-        loop {
-            tokio::select! {
-                () = job.until.cancelled() => break,
-                next = messages.next() => match next {
-                    Some(Ok(msg)) => {
-                        let spec = crate::sync::lock(&me.services).get(&name).cloned();
-                        let (conn, name) = (me.clone(), name.clone());
-                        job.spawn(&me, async move {
-                            match spec {
-                                Some(spec) => run(&conn, &name, &spec, msg).await,
-                                // Dropped meanwhile: leave the job to whoever serves it next.
-                                None => {
-                                    let _ = msg.ack_with(AckKind::Nak(None)).await;
-                                }
-                            }
-                        });
-                    }
-                    Some(Err(e)) => tracing::debug!(%name, "work queue: {e}"),
-                    None => break,
-                },
-            }
+    let consumer = match consumer(conn, name, spec).await {
+        Ok(consumer) => Some(consumer),
+        Err(e @ (DriverError::NoJetStream { .. } | DriverError::NotAuthorized { .. })) => return Err(e),
+        Err(e) => {
+            tracing::warn!(%name, "{e}; taking its dispatches once JetStream answers");
+            None
         }
-    });
+    };
+    let puller = Puller::new(conn, name, consumer, slots)
+        .await
+        .map_err(|e| DriverError::from_cause(format!("subscribing for the jobs of `{name}`"), e))?;
+    serving.spawn(conn, puller.run(serving.clone()));
     Ok(())
 }
 
-/// Runs one delivery of a dispatch and records its outcome on the stream.
-async fn run(conn: &NatsConnection, name: &str, spec: &ServiceSpec, msg: async_nats::jetstream::Message) {
+/// Runs one delivery of a dispatch under the service's spec of now, and
+/// records its outcome on the stream. While it waits for a slot or runs,
+/// JetStream is told it is in progress, so it is not redelivered meanwhile.
+pub(super) async fn run(conn: &NatsConnection, name: &str, msg: async_nats::jetstream::Message) {
+    let spec = crate::sync::lock(&conn.services).get(name).cloned();
+    let Some(spec) = spec else {
+        // Dropped meanwhile: leave the job to whoever serves it next.
+        let _ = msg.ack_with(AckKind::Nak(None)).await;
+        return;
+    };
     let attempt = msg.info().map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX)).unwrap_or(1).max(1);
     let headers = wire::headers_from(msg.headers.as_ref());
-    let envelope = Envelope::dispatch_attempt(name, msg.payload.to_vec(), headers, attempt, &spec.retry);
-    let recorded = match conn.deliver(envelope).await {
+    let mut envelope = Envelope::dispatch_attempt(name, msg.payload.to_vec(), headers, attempt, &spec.retry);
+    envelope.waits_for_slot = true;
+    let outcome = {
+        let delivered = conn.deliver(envelope);
+        tokio::pin!(delivered);
+        let every = ack_wait(&spec) / 2;
+        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                outcome = &mut delivered => break outcome,
+                _ = progress.tick() => {
+                    let _ = msg.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    };
+    let recorded = match outcome {
         Ok(_) => msg.ack().await,
         Err(f) => match delivery::next_after(&spec.retry, attempt, &f) {
             Next::Retry(delay) => {
                 tracing::debug!(%name, attempt, ?delay, "dispatch attempt failed, retrying: {f}");
                 msg.ack_with(AckKind::Nak(Some(delay))).await
             }
-            Next::DeadLetter => match bury(conn, name, &msg, attempt, &f).await {
+            Next::DeadLetter => match super::dead::bury(conn, name, &msg, attempt, &f).await {
                 Ok(()) => {
                     conn.inbound.dead_lettered(name);
                     msg.ack().await
@@ -176,85 +196,4 @@ async fn run(conn: &NatsConnection, name: &str, spec: &ServiceSpec, msg: async_n
     if let Err(e) = recorded {
         tracing::warn!(%name, attempt, "could not record a dispatch outcome ({e}); JetStream will redeliver it");
     }
-}
-
-/// Copies a failed dispatch to the dead-letter stream.
-async fn bury(
-    conn: &NatsConnection,
-    name: &str,
-    msg: &async_nats::jetstream::Message,
-    attempts: u32,
-    failure: &Failure,
-) -> Result<(), String> {
-    tracing::warn!(%name, attempts, "dispatch dead-lettered: {failure}");
-    let mut map = wire::failure_headers(failure);
-    for (k, v) in wire::headers_from(msg.headers.as_ref()) {
-        map.append(k.as_str(), v.as_str());
-    }
-    map.insert(wire::DEAD_ATTEMPTS, attempts.to_string().as_str());
-    map.insert(wire::DEAD_AT, rfc3339(SystemTime::now()).as_str());
-    let ack = conn
-        .js
-        .publish_with_headers(conn.wire.dead(name), map, msg.payload.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    ack.await.map_err(|e| e.to_string())?;
-    Ok(())
-}
-
-/// Every dead letter, oldest first, with its stream sequence.
-async fn read_dead(conn: &NatsConnection) -> Result<Vec<(u64, DeadLetter)>, DriverError> {
-    let mut stream =
-        conn.js.get_stream(&conn.wire.dead_stream).await.map_err(|e| js_error("opening the dead letters", e))?;
-    let state = stream.info().await.map_err(|e| js_error("reading the dead letters", e))?.state.clone();
-    let mut out = Vec::new();
-    if state.messages == 0 {
-        return Ok(out);
-    }
-    for seq in state.first_sequence..=state.last_sequence {
-        let Ok(raw) = stream.get_raw_message(seq).await else { continue };
-        let Some(name) = conn.wire.name_of_dead(raw.subject.as_str()) else { continue };
-        let headers = Some(&raw.headers);
-        let failure = wire::failure_from(headers).unwrap_or_else(|| Failure::new(FailureClass::Failed, "unknown"));
-        let dead_keys = [wire::CLASS_HEADER, wire::DEAD_ATTEMPTS, wire::DEAD_AT, wire::DISPATCH_ID];
-        let metadata = wire::headers_from(headers)
-            .into_iter()
-            .filter(|(k, _)| !dead_keys.iter().any(|d| k.eq_ignore_ascii_case(d)))
-            .collect();
-        out.push((
-            seq,
-            DeadLetter {
-                id: wire::get(headers, wire::DISPATCH_ID).unwrap_or_default().to_string(),
-                name: name.to_string(),
-                payload: raw.payload.to_vec(),
-                headers: metadata,
-                attempts: wire::get(headers, wire::DEAD_ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0),
-                failure,
-                at: wire::get(headers, wire::DEAD_AT).unwrap_or_default().to_string(),
-            },
-        ));
-    }
-    Ok(out)
-}
-
-/// Every dead letter of the prefix.
-pub(super) async fn dead_letters(conn: &NatsConnection) -> Result<Vec<DeadLetter>, DriverError> {
-    Ok(read_dead(conn).await?.into_iter().map(|(_, d)| d).collect())
-}
-
-/// Removes the dead letters of `name`, queuing them again first when `replay`.
-pub(super) async fn take_dead_letters(conn: &NatsConnection, name: &str, replay: bool) -> Result<usize, DriverError> {
-    let stream =
-        conn.js.get_stream(&conn.wire.dead_stream).await.map_err(|e| js_error("opening the dead letters", e))?;
-    let mut count = 0;
-    for (seq, letter) in read_dead(conn).await?.into_iter().filter(|(_, d)| d.name == name) {
-        if replay {
-            enqueue(conn, name, letter.payload, letter.headers)
-                .await
-                .map_err(|f| DriverError::from_cause(format!("replaying a dead letter of `{name}`"), f))?;
-        }
-        stream.delete_message(seq).await.map_err(|e| js_error("deleting a dead letter", e))?;
-        count += 1;
-    }
-    Ok(count)
 }

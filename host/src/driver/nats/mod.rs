@@ -12,9 +12,15 @@
 //! | `user`, `password` | user/password authentication (both or neither) |
 //! | `credentials` | a `.creds` file (JWT + NKey) |
 //! | `name` | the connection name shown by the server (default: the node id) |
+//! | `replicas` | copies of the streams and consumers, 1 to 5 (default 1; 3 on a cluster) |
+//! | `dead_max_age` | dead letters older than this are removed and counted (default `30d`) |
+//! | `dead_max_bytes` | the dead letters' size limit; the oldest make room (default `1GiB`) |
 
+mod dead;
 mod discovery;
 mod dispatch;
+mod pull;
+mod streams;
 pub mod wire;
 
 use super::{Connection, DRAIN, DeadLetter, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec};
@@ -47,6 +53,11 @@ struct Settings {
     password: Option<String>,
     credentials: Option<PathBuf>,
     name: Option<String>,
+    replicas: Option<usize>,
+    #[serde(default, with = "crate::units::serde_units::opt_age")]
+    dead_max_age: Option<Duration>,
+    #[serde(default, with = "crate::units::serde_units::opt_size")]
+    dead_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +94,13 @@ impl Driver for NatsDriver {
         let node = inbound
             .info()
             .ok_or_else(|| DriverError::ConnectionLost { what: "connecting a node that has stopped".into() })?;
+        let defaults = streams::Keeping::default();
+        let keeping = streams::Keeping {
+            replicas: settings.replicas.unwrap_or(defaults.replicas),
+            dead_max_age: settings.dead_max_age.unwrap_or(defaults.dead_max_age),
+            dead_max_bytes: settings.dead_max_bytes.unwrap_or(defaults.dead_max_bytes),
+        };
+        keeping.check().map_err(DriverError::Setting)?;
         let urls = settings.url.list();
         let mut options = async_nats::ConnectOptions::new()
             .name(settings.name.clone().unwrap_or_else(|| node.node.clone()))
@@ -121,7 +139,13 @@ impl Driver for NatsDriver {
         let prefix = if config.prefix.is_empty() { format!("{}.", node.project) } else { config.prefix.clone() };
         let wire = Wire::new(&prefix);
         let js = async_nats::jetstream::new(client.clone());
-        dispatch::ensure_streams(&js, &wire).await?;
+        if keeping.replicas == 1 && client.server_info().cluster.is_some() {
+            tracing::warn!(
+                "the NATS server is part of a cluster but `replicas` is 1: the work queue and dead letters live \
+                 on one server, and stop (or are lost) with it; set `replicas = 3` in `[bus] setting`"
+            );
+        }
+        streams::ensure(&js, &wire, &keeping).await?;
         let group = if config.group.is_empty() { "default".to_string() } else { config.group.clone() };
         Ok(Arc::new_cyclic(|me| NatsConnection {
             me: me.clone(),
@@ -130,6 +154,7 @@ impl Driver for NatsDriver {
             wire,
             group,
             node,
+            keeping,
             profile: config.profile.clone(),
             inbound,
             services: Mutex::default(),
@@ -159,11 +184,14 @@ pub(crate) const LEAVE_AT_MOST: Duration = Duration::from_millis(500);
 pub(crate) struct Serving {
     until: CancellationToken,
     tasks: TaskTracker,
+    /// A service's slots on this node (see [`pull`]).
+    slots: Option<Arc<pull::Slots>>,
 }
 
 impl Serving {
-    fn new(until: CancellationToken) -> Self {
-        Self { until, tasks: TaskTracker::new() }
+    fn new(until: CancellationToken, spec: Option<&ServiceSpec>) -> Self {
+        let slots = spec.map(|spec| Arc::new(pull::Slots::new(spec.concurrency)));
+        Self { until, tasks: TaskTracker::new(), slots }
     }
 
     /// Runs `work` on `conn`'s tasks, tracked as this name's too.
@@ -195,6 +223,8 @@ pub(crate) struct NatsConnection {
     group: String,
     /// The node's identity, as it was at connect time.
     node: NodeInfo,
+    /// How the streams are kept.
+    keeping: streams::Keeping,
     profile: String,
     inbound: Inbound,
     services: Mutex<BTreeMap<String, ServiceSpec>>,
@@ -371,16 +401,16 @@ impl NatsConnection {
             if all.contains_key(&(kind, name.to_string())) {
                 return Ok(());
             }
-            let serving = Serving::new(self.cancel.child_token());
+            let serving = Serving::new(self.cancel.child_token(), spec);
             all.insert((kind, name.to_string()), serving.clone());
             serving
         };
-        let served = match spec {
-            Some(spec) => match self.serve_calls(name, &serving).await {
-                Ok(()) => dispatch::serve_queue(self, name, spec, &serving).await,
+        let served = match (spec, &serving.slots) {
+            (Some(spec), Some(slots)) => match self.serve_calls(name, &serving).await {
+                Ok(()) => dispatch::serve_queue(self, name, spec, slots, &serving).await,
                 Err(e) => Err(e),
             },
-            None => self.serve_events(name, &serving).await,
+            _ => self.serve_events(name, &serving).await,
         };
         if served.is_err() {
             self.unserve(kind, name).await;
@@ -414,6 +444,20 @@ impl NatsConnection {
             .await
             .map_err(|_| DriverError::TimedOut { what: "waiting 10 s for the NATS server".into() })?;
         Ok(())
+    }
+
+    /// Removes dead letters past `dead_max_age` now and every
+    /// [`dead::TRIM_EVERY`], until the connection stops.
+    async fn keep_dead_letters(self: Arc<Self>) {
+        loop {
+            if let Err(e) = dead::trim(&self).await {
+                tracing::debug!("removing old dead letters: {e} (tried again in {:?})", dead::TRIM_EVERY);
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => return,
+                () = tokio::time::sleep(dead::TRIM_EVERY) => {}
+            }
+        }
     }
 
     fn me(&self) -> Result<Arc<Self>, DriverError> {
@@ -465,6 +509,7 @@ impl Connection for NatsConnection {
             me.serve(name, None).await?;
         }
         discovery::serve(&me).await?;
+        self.tasks.spawn(me.clone().keep_dead_letters());
         self.round_trip().await
     }
 
@@ -489,10 +534,20 @@ impl Connection for NatsConnection {
         let old = crate::sync::lock(&self.services).insert(name.into(), spec.clone());
         if self.started.load(Ordering::SeqCst) {
             match old {
-                // Served already: the consumer loop reads the retry schedule
-                // per message; only the ack wait lives on the server.
-                Some(old) if old.timeout != spec.timeout => dispatch::update_consumer(self, name, spec).await?,
-                Some(_) => {}
+                // Served already: each job reads the retry schedule when it
+                // arrives; the slots change size; only the ack wait lives
+                // on the server.
+                Some(old) => {
+                    if old.concurrency != spec.concurrency {
+                        let serving = crate::sync::lock(&self.serving).get(&(Kind::Service, name.to_string())).cloned();
+                        if let Some(slots) = serving.and_then(|s| s.slots) {
+                            slots.resize(spec.concurrency);
+                        }
+                    }
+                    if old.timeout != spec.timeout {
+                        dispatch::update_consumer(self, name, spec).await?;
+                    }
+                }
                 None => self.me()?.serve(name, Some(spec)).await?,
             }
         }
@@ -537,7 +592,7 @@ impl Connection for NatsConnection {
     }
 
     async fn enqueue(&self, request: Request) -> Result<Receipt, Failure> {
-        dispatch::enqueue(self, &request.name, request.payload, request.headers).await
+        dispatch::enqueue(self, request).await
     }
 
     async fn publish(&self, request: Request, fanout: Fanout) -> Result<(), Failure> {
@@ -566,14 +621,14 @@ impl Connection for NatsConnection {
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, DriverError> {
-        dispatch::dead_letters(self).await
+        dead::dead_letters(self).await
     }
 
     async fn replay_dead_letters(&self, name: &str) -> Result<usize, DriverError> {
-        dispatch::take_dead_letters(self, name, true).await
+        dead::take_dead_letters(self, name, true).await
     }
 
     async fn drop_dead_letters(&self, name: &str) -> Result<usize, DriverError> {
-        dispatch::take_dead_letters(self, name, false).await
+        dead::take_dead_letters(self, name, false).await
     }
 }

@@ -138,6 +138,7 @@ pub fn failure_headers(failure: &Failure) -> HeaderMap {
     let mut map = HeaderMap::new();
     // Header values are one line: keep the message on it.
     let message: String = failure.message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let message = crate::delivery::failure::cap(message);
     map.insert(ERROR_HEADER, message.as_str());
     map.insert(ERROR_CODE_HEADER, failure.class.code().to_string().as_str());
     map.insert(CLASS_HEADER, failure.class.as_str());

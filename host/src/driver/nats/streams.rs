@@ -1,0 +1,173 @@
+//! The two JetStream streams of a prefix, as the `[bus] setting` asks for
+//! them: the work queue (`<P>_QUEUE`, subjects `queue.<prefix>>`) and the
+//! dead letters (`<P>_DEAD`, subjects `dead.<prefix>>`), each with
+//! `replicas` copies. At connect a missing stream is created; one that
+//! exists with other settings is updated where JetStream allows it
+//! (subjects, replicas, the dead letters' byte limit), and refused with
+//! what differs where it does not (retention, storage).
+
+use super::DriverError;
+use super::wire::Wire;
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use std::time::Duration;
+
+/// How the streams are kept (`[bus] setting` keys `replicas`,
+/// `dead_max_age`, `dead_max_bytes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Keeping {
+    /// Copies of each stream and consumer, on as many servers (1 to 5).
+    pub replicas: usize,
+    /// Dead letters older than this are removed (and counted).
+    pub dead_max_age: Duration,
+    /// The dead letters' size on the server; the oldest go (counted) to
+    /// make room for a new one.
+    pub dead_max_bytes: u64,
+}
+
+/// The default `replicas`: one, which every server can hold. A cluster of
+/// three or more should say `replicas = 3` (a warning says so).
+pub(crate) const DEFAULT_REPLICAS: usize = 1;
+/// The most copies JetStream keeps of a stream.
+pub(crate) const MAX_REPLICAS: usize = 5;
+/// The default `dead_max_age`: 30 days.
+pub(crate) const DEFAULT_DEAD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The longest `dead_max_age`: ten years.
+pub(crate) const MAX_DEAD_MAX_AGE: Duration = Duration::from_secs(3650 * 24 * 3600);
+/// The default `dead_max_bytes`: 1 GiB.
+pub(crate) const DEFAULT_DEAD_MAX_BYTES: u64 = 1 << 30;
+/// The smallest `dead_max_bytes` (a letter larger than the limit is
+/// dropped, counted and logged at error level).
+pub(crate) const MIN_DEAD_MAX_BYTES: u64 = 1 << 20;
+
+impl Default for Keeping {
+    fn default() -> Self {
+        Self { replicas: DEFAULT_REPLICAS, dead_max_age: DEFAULT_DEAD_MAX_AGE, dead_max_bytes: DEFAULT_DEAD_MAX_BYTES }
+    }
+}
+
+impl Keeping {
+    /// Checks the values against their ranges; the error names the key.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            return Err(format!("`replicas` is {}; it must be 1 to {MAX_REPLICAS}", self.replicas));
+        }
+        if self.dead_max_age.is_zero() || self.dead_max_age > MAX_DEAD_MAX_AGE {
+            return Err(format!(
+                "`dead_max_age` must be more than 0 and at most {}d",
+                MAX_DEAD_MAX_AGE.as_secs() / 86400
+            ));
+        }
+        if self.dead_max_bytes < MIN_DEAD_MAX_BYTES {
+            return Err(format!(
+                "`dead_max_bytes` is {}; it must be at least {}",
+                crate::units::human_bytes(self.dead_max_bytes),
+                crate::units::human_bytes(MIN_DEAD_MAX_BYTES)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A JetStream error while doing `what`, sorted into its kind.
+pub(super) fn js_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> DriverError {
+    match DriverError::from_cause(what, e) {
+        // A JetStream API nobody answers: the server has no JetStream.
+        DriverError::Bus { what, source } if source.to_string().contains("no responders") => {
+            DriverError::NoJetStream { what, source }
+        }
+        other => other,
+    }
+}
+
+/// Creates or updates the work-queue and dead-letter streams of `wire`.
+pub(super) async fn ensure(
+    js: &async_nats::jetstream::Context,
+    wire: &Wire,
+    keeping: &Keeping,
+) -> Result<(), DriverError> {
+    let queue = stream::Config {
+        name: wire.queue_stream.clone(),
+        subjects: vec![wire.queue_all()],
+        retention: RetentionPolicy::WorkQueue,
+        storage: StorageType::File,
+        num_replicas: keeping.replicas,
+        ..Default::default()
+    };
+    let dead = stream::Config {
+        name: wire.dead_stream.clone(),
+        subjects: vec![wire.dead_all()],
+        retention: RetentionPolicy::Limits,
+        storage: StorageType::File,
+        num_replicas: keeping.replicas,
+        // Full is refused, not trimmed silently: busbar removes the oldest
+        // letters itself, and counts them.
+        max_bytes: i64::try_from(keeping.dead_max_bytes).unwrap_or(i64::MAX),
+        discard: DiscardPolicy::New,
+        ..Default::default()
+    };
+    ensure_one(js, "work-queue", queue).await?;
+    ensure_one(js, "dead-letter", dead).await
+}
+
+async fn ensure_one(
+    js: &async_nats::jetstream::Context,
+    what: &str,
+    wanted: stream::Config,
+) -> Result<(), DriverError> {
+    let name = wanted.name.clone();
+    let existing = match js.get_stream(&name).await {
+        Ok(stream) => stream,
+        Err(_) => match js.create_stream(wanted.clone()).await {
+            Ok(_) => return Ok(()),
+            // Another node may have created it meanwhile: look again.
+            Err(created) => js
+                .get_stream(&name)
+                .await
+                .map_err(|_| js_error(&format!("creating the {what} stream {name}"), created))?,
+        },
+    };
+    let have = existing.cached_info().config.clone();
+    let fixed = [
+        ("retention", format!("{:?}", have.retention), format!("{:?}", wanted.retention)),
+        ("storage", format!("{:?}", have.storage), format!("{:?}", wanted.storage)),
+    ];
+    if let Some((key, had, want)) = fixed.iter().find(|(_, had, want)| had != want) {
+        return Err(DriverError::Setting(format!(
+            "the {what} stream {name} exists with {key} {had}, busbar needs {want}, and JetStream cannot change \
+             it in place: move its messages and delete it (`nats stream rm {name}`), or use another `[bus] prefix`"
+        )));
+    }
+    let mut update = have.clone();
+    let mut changes = Vec::new();
+    for subject in &wanted.subjects {
+        if !update.subjects.contains(subject) {
+            changes.push(format!("subject {subject} added"));
+            update.subjects.push(subject.clone());
+        }
+    }
+    if update.num_replicas.max(1) != wanted.num_replicas {
+        changes.push(format!("replicas {} → {}", update.num_replicas.max(1), wanted.num_replicas));
+        update.num_replicas = wanted.num_replicas;
+    }
+    let limits_differ =
+        update.max_bytes != wanted.max_bytes || update.discard != wanted.discard || !update.max_age.is_zero();
+    if wanted.retention == RetentionPolicy::Limits && limits_differ {
+        changes.push(format!(
+            "max bytes {} → {} (discard new; busbar removes and counts the oldest)",
+            update.max_bytes, wanted.max_bytes
+        ));
+        (update.max_bytes, update.discard, update.max_age) = (wanted.max_bytes, wanted.discard, Duration::ZERO);
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let changes = changes.join(", ");
+    js.update_stream(update)
+        .await
+        .map_err(|e| js_error(&format!("updating the {what} stream {name} ({changes})"), e))?;
+    tracing::warn!(
+        "updated the {what} stream {name}: {changes} (nodes of one prefix must share these `[bus] setting` \
+         keys, or each changes the stream back at its start)"
+    );
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Durable dispatch on one real `nats-server` under the pressure that used
+//! to bury good work: a backlog far bigger than a handler's admission, a
+//! server killed while jobs are queued and published, dead letters past
+//! their limits, and streams that exist with other settings.
+
+use busbar::delivery::Request;
+use busbar::delivery::failure::FailureClass;
+use busbar::delivery::{Headers, Mode};
+use busbar_tests::nats::NatsServer;
+use busbar_tests::support::{Folder, eventually, nats_client, nats_config_with, served, start_config, start_nats};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Queues `count` jobs for `name` straight into the work-queue stream, the
+/// way any NATS client would, awaiting the acks in bounded windows.
+async fn queue_jobs(server: &NatsServer, name: &str, count: usize) {
+    let js = async_nats::jetstream::new(server.client().await);
+    let mut acks = Vec::new();
+    for i in 0..count {
+        acks.push(js.publish(format!("queue.shop.{name}"), i.to_string().into()).await.expect("published"));
+        if acks.len() == 512 {
+            for ack in acks.drain(..) {
+                ack.await.expect("stored");
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+}
+
+/// The value of metric `name{name="…"}` in `text`, if present.
+fn metric(text: &str, metric: &str, name: &str) -> Option<f64> {
+    let prefix = format!("{metric}{{name=\"{name}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_bigger_than_admission_drains_with_no_dead_letter_while_calls_compete() {
+    let server = NatsServer::start();
+    let client = nats_client(&server.url()).await;
+    queue_jobs(&server, "echo", 2000).await;
+    let folder = Folder::with(&["echo"]);
+    folder.sidecar("echo", "concurrency = 4\nqueue = 4\n");
+    let (node, _) = start_nats(&server.url(), &folder, "a", "", "").await;
+
+    // Callers compete for the same four slots while the backlog drains: a
+    // call may be refused as overloaded, a dispatch never is.
+    let callers: Vec<_> = (0..6)
+        .map(|_| {
+            let url = server.url();
+            tokio::spawn(async move {
+                let client = nats_client(&url).await;
+                let (mut ok, mut overloaded) = (0u32, 0u32);
+                for _ in 0..100 {
+                    match client.call("echo", b"c".to_vec(), Duration::from_secs(5)).await {
+                        Ok(_) => ok += 1,
+                        Err(f) if f.class == FailureClass::Overloaded => overloaded += 1,
+                        Err(f) => panic!("a call failed otherwise: {f:?}"),
+                    }
+                }
+                (ok, overloaded)
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for caller in callers {
+        let (ok, _overloaded) = caller.await.expect("caller");
+        answered += ok;
+    }
+    assert!(answered > 0, "calls were served beside the backlog");
+    assert!(
+        eventually(WAIT, async || dispatched(&node, "echo") >= 2000.0).await,
+        "the backlog did not drain: {} jobs ran",
+        dispatched(&node, "echo")
+    );
+    assert_eq!(dispatched(&node, "echo"), 2000.0, "every job ran exactly once");
+    assert!(client.dead_letters().await.expect("listed").is_empty(), "no job was dead-lettered");
+    assert_eq!(metric(&node.metrics_text(), "busbar_dead_letters_total", "echo"), None);
+    assert!(
+        eventually(WAIT, async || metric(&node.metrics_text(), "busbar_queue_pending", "echo") == Some(0.0)).await,
+        "the queue is empty"
+    );
+}
+
+/// Dispatch invocations of `name` on `node` (`busbar_invocations_total`).
+fn dispatched(node: &busbar::Node, name: &str) -> f64 {
+    let line = format!("busbar_invocations_total{{name=\"{name}\",mode=\"dispatch\"}} ");
+    node.metrics_text().lines().find_map(|l| l.strip_prefix(&line)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_published_while_the_server_is_down_is_stored_once_when_it_returns() {
+    let mut server = NatsServer::start();
+    let (node, _) = start_nats(&server.url(), &Folder::with(&["echo"]), "a", "", "").await;
+    let client = nats_client(&server.url()).await;
+    client.dispatch("echo", b"before".to_vec()).await.expect("accepted");
+    assert!(eventually(WAIT, async || served(&node, "echo") == 1).await);
+
+    server.kill9();
+    let request = Request { name: "echo".into(), payload: b"across".to_vec(), headers: Headers::new(), timeout: WAIT };
+    let sent = tokio::spawn(async move {
+        let sent = client.request(Mode::Dispatch, request).await;
+        (client, sent)
+    });
+    server.restart();
+    let (client, sent) = sent.await.expect("dispatching task");
+    assert_eq!(sent, Ok(Vec::new()), "the publish was retried until the server took it");
+    assert!(eventually(WAIT, async || served(&node, "echo") == 2).await, "the job ran once the server was back");
+
+    // Once the caller's deadline passes, the dispatch fails as retryable and says so.
+    server.kill9();
+    let request = Request {
+        name: "echo".into(),
+        payload: b"never".to_vec(),
+        headers: Headers::new(),
+        timeout: Duration::from_millis(700),
+    };
+    let started = Instant::now();
+    let refused = client.request(Mode::Dispatch, request).await.expect_err("no server");
+    assert!(started.elapsed() < Duration::from_secs(5), "the refusal waited {:?}", started.elapsed());
+    assert_eq!(refused.class, FailureClass::Retry, "{refused:?}");
+    assert!(refused.message.contains("was not queued"), "{}", refused.message);
+    server.restart();
+    // Busbar's own retries never made a second job of the first.
+    assert_eq!(served(&node, "echo"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_says_why_it_stalled_and_takes_work_again_after_a_server_restart() {
+    let mut server = NatsServer::start();
+    let (node, _) = start_nats(&server.url(), &Folder::with(&["echo"]), "a", "", "").await;
+    let client = nats_client(&server.url()).await;
+    client.dispatch("echo", b"1".to_vec()).await.expect("accepted");
+    assert!(eventually(WAIT, async || served(&node, "echo") == 1).await);
+
+    server.kill9();
+    assert!(
+        eventually(WAIT, async || metric(&node.metrics_text(), "busbar_queue_stalled", "echo") == Some(1.0)).await,
+        "the stall shows in the metrics"
+    );
+    server.restart();
+    client.dispatch("echo", b"2".to_vec()).await.expect("accepted after the restart");
+    assert!(eventually(WAIT, async || served(&node, "echo") == 2).await, "the node took work again");
+    assert!(
+        eventually(WAIT, async || metric(&node.metrics_text(), "busbar_queue_stalled", "echo") == Some(0.0)).await,
+        "the stall ended"
+    );
+    assert_eq!(metric(&node.metrics_text(), "busbar_queue_stalls_total", "echo"), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_past_their_byte_limit_make_room_oldest_first_and_are_counted() {
+    let server = NatsServer::start();
+    let logs = busbar_tests::support::capture_logs();
+    let folder = Folder::with(&["fail"]);
+    let config = nats_config_with(&server.url(), "a", "dead_max_bytes = \"1MiB\"");
+    let (node, _) = start_config(&config, &folder, false).await.expect("starts");
+    let client_config = nats_config_with(&server.url(), "client", "dead_max_bytes = \"1MiB\"");
+    let (client, _) = start_config(&client_config, &Folder::with(&[]), false).await.expect("client starts");
+    let letter = |i: usize| {
+        let mut payload = format!("invalid:{i}:").into_bytes();
+        payload.resize(200 * 1024, b'x');
+        payload
+    };
+    for i in 0..10 {
+        client.dispatch("fail", letter(i)).await.expect("accepted");
+        let stored = async || metric(&node.metrics_text(), "busbar_dead_letters_total", "fail") == Some(i as f64 + 1.0);
+        assert!(eventually(WAIT, stored).await, "letter {i} was stored");
+    }
+    let text = node.metrics_text();
+    let dropped = metric(&text, "busbar_dead_letters_dropped_total", "fail").unwrap_or(0.0) as usize;
+    let kept = client.dead_letters().await.expect("listed");
+    assert!(dropped >= 1, "some letters had to make room ({} kept): {}", kept.len(), logs.contents());
+    assert_eq!(dropped + kept.len(), 10, "every letter is either kept or counted as dropped");
+    let kept: Vec<String> = kept.iter().map(|l| String::from_utf8_lossy(&l.payload[..10]).to_string()).collect();
+    let newest: Vec<String> = (dropped..10).map(|i| String::from_utf8_lossy(&letter(i)[..10]).to_string()).collect();
+    assert_eq!(kept, newest, "the oldest went first ({dropped} dropped)");
+}
