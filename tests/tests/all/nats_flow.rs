@@ -178,3 +178,60 @@ async fn dead_letters_past_their_byte_limit_make_room_oldest_first_and_are_count
     let newest: Vec<String> = (dropped..10).map(|i| String::from_utf8_lossy(&letter(i)[..10]).to_string()).collect();
     assert_eq!(kept, newest, "the oldest went first ({dropped} dropped)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_older_than_their_age_limit_are_removed_and_counted() {
+    let server = NatsServer::start();
+    let folder = Folder::with(&["fail"]);
+    let (node, _) = start_nats(&server.url(), &folder, "a", "", "").await;
+    node.dispatch("fail", b"invalid:old".to_vec()).await.expect("accepted");
+    let client = nats_client(&server.url()).await;
+    assert!(eventually(WAIT, async || client.dead_letters().await.is_ok_and(|d| d.len() == 1)).await);
+
+    // The letter ages past one second (its time is kept in whole seconds).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let config = nats_config_with(&server.url(), "b", "dead_max_age = \"1s\"");
+    let (trimmer, _) = start_config(&config, &Folder::with(&[]), false).await.expect("starts");
+    assert!(
+        eventually(WAIT, async || client.dead_letters().await.is_ok_and(|d| d.is_empty())).await,
+        "the old letter was removed"
+    );
+    assert_eq!(metric(&trimmer.metrics_text(), "busbar_dead_letters_dropped_total", "fail"), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_settings_jetstream_cannot_change_is_refused_with_what_differs() {
+    let server = NatsServer::start();
+    let js = async_nats::jetstream::new(server.client().await);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "SHOP_QUEUE".into(),
+        subjects: vec!["queue.shop.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("an operator's stream");
+    let folder = Folder::with(&["echo"]);
+    let refused = start_config(&nats_config_with(&server.url(), "a", "replicas = 1"), &folder, false)
+        .await
+        .map(drop)
+        .expect_err("a limits stream cannot be a work queue");
+    assert!(refused.contains("SHOP_QUEUE exists with retention Limits, busbar needs WorkQueue"), "{refused}");
+    assert!(refused.contains("nats stream rm SHOP_QUEUE"), "{refused}");
+
+    let refused = start_config(&nats_config_with(&server.url(), "a", "replicas = 9"), &folder, false)
+        .await
+        .map(drop)
+        .expect_err("out of range");
+    assert!(refused.contains("`replicas` is 9; it must be 1 to 5"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_replicas_than_servers_fail_the_start_with_the_servers_reason() {
+    let server = NatsServer::start();
+    let refused = start_config(&nats_config_with(&server.url(), "a", "replicas = 3"), &Folder::with(&["echo"]), false)
+        .await
+        .map(drop)
+        .expect_err("one server cannot hold three replicas");
+    assert!(refused.contains("creating the work-queue stream SHOP_QUEUE"), "{refused}");
+    assert!(refused.contains("replicas"), "{refused}");
+}
