@@ -320,7 +320,10 @@ impl Config {
             Ok(())
         };
         bounded().map_err(|e| ConfigError::new(file, e))?;
-        let connections = parse_bus(bus, file)?;
+        let mut connections = parse_bus(bus, file)?;
+        for conn in &mut connections {
+            resolve_setting_paths(conn, base);
+        }
         Ok(Self { node, handlers, grants, connections })
     }
 }
@@ -395,7 +398,26 @@ fn connection(
 /// so that secrets stay out of config files: `BUSBAR_BUS_<KEY>` for every
 /// connection, `BUSBAR_BUS_<NAME>_<KEY>` for `[bus.NAME]` (which wins), with
 /// the key and name in upper case and `-` or `.` as `_`.
-pub const SECRET_KEYS: [&str; 5] = ["url", "token", "user", "password", "credentials"];
+pub const SECRET_KEYS: [&str; 9] =
+    ["url", "token", "user", "password", "credentials", "nkey", "tls_ca", "tls_cert", "tls_key"];
+
+/// The `setting` keys of a `nats` connection that name files. A relative
+/// path in the config file is resolved against the file's folder; one from
+/// the environment ([`SECRET_KEYS`]) is taken as it is (relative to the
+/// working directory).
+pub const PATH_KEYS: [&str; 5] = ["credentials", "nkey", "tls_ca", "tls_cert", "tls_key"];
+
+/// Resolves the [`PATH_KEYS`] of a `nats` connection against `base`.
+fn resolve_setting_paths(conn: &mut ConnectionConfig, base: &Path) {
+    if conn.driver != "nats" {
+        return;
+    }
+    for key in PATH_KEYS {
+        if let Some(toml::Value::String(path)) = conn.setting.get_mut(key) {
+            *path = base.join(&*path).display().to_string();
+        }
+    }
+}
 
 /// The environment variable that sets `key` for connection `connection`
 /// (`None`: for every connection).
@@ -499,6 +521,31 @@ mod tests {
         // The default driver takes no settings: the environment leaves it alone.
         let c = Config::parse_with_env("", Path::new("node.toml"), env).expect("valid");
         assert!(c.connections[0].setting.is_empty());
+    }
+
+    #[test]
+    fn nats_file_settings_are_resolved_against_the_config_folder_and_may_come_from_the_environment() {
+        let env = |key: &str| match key {
+            "BUSBAR_BUS_TLS_KEY" => Some("secrets/client.key".to_string()),
+            "BUSBAR_BUS_NKEY" => Some("/run/secrets/seed.nk".to_string()),
+            _ => None,
+        };
+        let text = "[bus]\ndriver = \"nats\"\nsetting = { tls_ca = \"ca.pem\", tls_cert = \"/abs/client.pem\", \
+                    credentials = \"../shop.creds\" }\n";
+        let c = Config::parse_with_env(text, Path::new("/etc/busbar/node.toml"), env).expect("valid");
+        let setting = &c.connections[0].setting;
+        let value = |key: &str| setting[key].as_str().expect("a string").to_string();
+        assert_eq!(value("tls_ca"), "/etc/busbar/ca.pem");
+        assert_eq!(value("tls_cert"), "/abs/client.pem");
+        assert_eq!(value("credentials"), "/etc/busbar/../shop.creds");
+        assert_eq!(value("tls_key"), "secrets/client.key", "the environment's paths are taken as they are");
+        assert_eq!(value("nkey"), "/run/secrets/seed.nk");
+        // Another driver's settings are its own business.
+        let c = parse("[bus]\ndriver = \"other\"\nsetting = { tls_ca = \"ca.pem\" }\n").expect("valid");
+        assert_eq!(c.connections[0].setting["tls_ca"].as_str(), Some("ca.pem"));
+        for key in PATH_KEYS {
+            assert!(SECRET_KEYS.contains(&key), "`{key}` names a file the environment may set");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod nats;
 mod nats_flow;
 mod nats_interop;
 mod nats_reload;
+mod nats_tls;
 mod ops;
 mod reload;
 mod retries;

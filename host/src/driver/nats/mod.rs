@@ -11,11 +11,19 @@
 //! | `token` | token authentication |
 //! | `user`, `password` | user/password authentication (both or neither) |
 //! | `credentials` | a `.creds` file (JWT + NKey) |
+//! | `nkey` | a file holding an NKey user seed (`SU…`); not with the other ways to authenticate |
+//! | `tls_ca` | a PEM file of the CA certificates that sign the servers' certificates (default: the system's) |
+//! | `tls_cert`, `tls_key` | a PEM client certificate and its private key, for servers that verify clients (both or neither) |
 //! | `name` | the connection name shown by the server (default: the node id) |
 //! | `replicas` | copies of the streams and consumers, 1 to 5 (default 1; 3 on a cluster) |
 //! | `dead_max_age` | dead letters older than this are removed and counted (default `30d`) |
 //! | `dead_max_bytes` | the dead letters' size limit; the oldest make room (default `1GiB`) |
+//!
+//! TLS is required when a URL is `tls://` or a `tls_*` key is set. Relative
+//! paths in the config file are resolved against its folder. Opening the
+//! connection, and why it failed, is `connect.rs`.
 
+mod connect;
 mod dead;
 mod discovery;
 mod dispatch;
@@ -32,55 +40,13 @@ use crate::stats::{NameStats, NodeInfo, ServiceInfo};
 use async_nats::Client;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wire::Wire;
-
-/// `[bus] setting` of a NATS connection.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Settings {
-    #[serde(default)]
-    url: Urls,
-    token: Option<String>,
-    user: Option<String>,
-    password: Option<String>,
-    credentials: Option<PathBuf>,
-    name: Option<String>,
-    replicas: Option<usize>,
-    #[serde(default, with = "crate::units::serde_units::opt_age")]
-    dead_max_age: Option<Duration>,
-    #[serde(default, with = "crate::units::serde_units::opt_size")]
-    dead_max_bytes: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Urls {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Default for Urls {
-    fn default() -> Self {
-        Self::One("nats://127.0.0.1:4222".into())
-    }
-}
-
-impl Urls {
-    fn list(&self) -> Vec<String> {
-        match self {
-            Self::One(u) => vec![u.clone()],
-            Self::Many(us) => us.clone(),
-        }
-    }
-}
 
 /// The NATS driver.
 #[derive(Debug, Default, Clone)]
@@ -89,53 +55,12 @@ pub struct NatsDriver;
 #[async_trait::async_trait]
 impl Driver for NatsDriver {
     async fn connect(&self, config: &ConnectionConfig, inbound: Inbound) -> Result<Arc<dyn Connection>, DriverError> {
-        let settings = Settings::deserialize(toml::Value::Table(config.setting.clone()))
-            .map_err(|e| DriverError::Setting(e.to_string()))?;
+        let settings = connect::Settings::parse(&config.setting)?;
         let node = inbound
             .info()
             .ok_or_else(|| DriverError::ConnectionLost { what: "connecting a node that has stopped".into() })?;
-        let defaults = streams::Keeping::default();
-        let keeping = streams::Keeping {
-            replicas: settings.replicas.unwrap_or(defaults.replicas),
-            dead_max_age: settings.dead_max_age.unwrap_or(defaults.dead_max_age),
-            dead_max_bytes: settings.dead_max_bytes.unwrap_or(defaults.dead_max_bytes),
-        };
-        keeping.check().map_err(DriverError::Setting)?;
-        let urls = settings.url.list();
-        let mut options = async_nats::ConnectOptions::new()
-            .name(settings.name.clone().unwrap_or_else(|| node.node.clone()))
-            .retry_on_initial_connect()
-            .max_reconnects(None);
-        if let Some(token) = settings.token {
-            options = options.token(token);
-        }
-        match (settings.user, settings.password) {
-            (Some(user), Some(password)) => options = options.user_and_password(user, password),
-            (None, None) => {}
-            _ => return Err(DriverError::Setting("`user` and `password` go together".into())),
-        }
-        if let Some(creds) = settings.credentials {
-            options = options
-                .credentials_file(&creds)
-                .await
-                .map_err(|e| DriverError::Setting(format!("credentials {}: {e}", creds.display())))?;
-        }
-        let addrs: Vec<async_nats::ServerAddr> = urls
-            .iter()
-            .map(|u| u.parse().map_err(|e| DriverError::Setting(format!("url `{u}`: {e}"))))
-            .collect::<Result<_, _>>()?;
-        // retry_on_initial_connect makes connect return at once and keep
-        // trying; wait for the first connection so a wrong URL fails the start.
-        let client = tokio::time::timeout(Duration::from_secs(10), async {
-            let client = options.connect(addrs).await?;
-            client.flush().await.map_err(|e| std::io::Error::other(e.to_string()))?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client)
-        })
-        .await
-        .map_err(|_| DriverError::TimedOut {
-            what: format!("connecting to NATS at {} (is nats-server running?)", urls.join(", ")),
-        })?
-        .map_err(|e| DriverError::from_cause(format!("connecting to NATS at {}", urls.join(", ")), e))?;
+        let keeping = settings.keeping()?;
+        let client = connect::open(settings, &node.node).await?;
         let prefix = if config.prefix.is_empty() { format!("{}.", node.project) } else { config.prefix.clone() };
         let wire = Wire::new(&prefix);
         let js = async_nats::jetstream::new(client.clone());

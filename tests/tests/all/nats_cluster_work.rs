@@ -1,0 +1,147 @@
+//! busbar nodes on a real three-server JetStream cluster with `replicas = 3`:
+//! a backlog drains across the nodes with no dead letter, discovery sees
+//! every node whichever server it is on, and killing the server that leads
+//! the work queue under dispatch and call load loses no accepted dispatch,
+//! dead-letters none, and stalls no node for long.
+
+use busbar::Node;
+use busbar::delivery::failure::FailureClass;
+use busbar_tests::cluster::NatsCluster;
+use busbar_tests::support::{Folder, eventually, start_config};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The config of node `id` on every server of `cluster`, its own server
+/// first (the client library may still pick another), with `replicas = 3`.
+fn config(cluster: &NatsCluster, id: &str, first: usize) -> String {
+    let mut urls = cluster.urls();
+    urls.rotate_left(first % urls.len());
+    let urls = urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        "[node]\nid = \"{id}\"\nproject = \"shop\"\n[bus]\ndriver = \"nats\"\nsetting = {{ url = [{urls}], replicas = 3 }}\n"
+    )
+}
+
+/// Nodes `n0`, `n1`, `n2` serving `folder` and a client node, one per server.
+async fn nodes(cluster: &NatsCluster, folder: &Folder) -> (Vec<Node>, Node) {
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let (node, _) = start_config(&config(cluster, &format!("n{i}"), i), folder, false)
+            .await
+            .unwrap_or_else(|e| panic!("node n{i} starts: {e}{}", cluster.log_tails()));
+        nodes.push(node);
+    }
+    let (client, _) = start_config(&config(cluster, "client", 0), &Folder::with(&[]), false).await.expect("client");
+    (nodes, client)
+}
+
+/// Dispatch invocations of `name` on `node`.
+fn dispatched(node: &Node, name: &str) -> u64 {
+    let line = format!("busbar_invocations_total{{name=\"{name}\",mode=\"dispatch\"}} ");
+    node.metrics_text().lines().find_map(|l| l.strip_prefix(&line)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+fn all_dispatched(nodes: &[Node], name: &str) -> u64 {
+    nodes.iter().map(|n| dispatched(n, name)).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_across_three_nodes_with_no_dead_letter_and_discovery_sees_them_all() {
+    let cluster = NatsCluster::start(3).await;
+    let folder = Folder::with(&["echo"]);
+    folder.sidecar("echo", "concurrency = 4\nqueue = 4\n");
+    let (nodes, client) = nodes(&cluster, &folder).await;
+    for i in 0..3 {
+        let (watcher, _) = start_config(&config(&cluster, &format!("w{i}"), i), &Folder::with(&[]), false)
+            .await
+            .expect("a client on each server");
+        let seen = async || watcher.nodes().await.is_ok_and(|n| n.iter().filter(|n| !n.names.is_empty()).count() == 3);
+        assert!(eventually(WAIT, seen).await, "discovery through w{i} lists every node");
+    }
+
+    let mut accepted = 0;
+    for i in 0..1500u32 {
+        client.dispatch("echo", i.to_string().into_bytes()).await.expect("accepted");
+        accepted += 1;
+    }
+    assert!(
+        eventually(WAIT, async || all_dispatched(&nodes, "echo") >= accepted).await,
+        "{} of {accepted} ran",
+        all_dispatched(&nodes, "echo")
+    );
+    assert_eq!(all_dispatched(&nodes, "echo"), accepted, "each job ran once");
+    assert!(nodes.iter().all(|n| dispatched(n, "echo") > 0), "every node took a share");
+    assert!(client.dead_letters().await.expect("listed").is_empty(), "no dead letter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_work_queues_leader_under_load_loses_and_buries_nothing() {
+    let mut cluster = NatsCluster::start(3).await;
+    let folder = Folder::with(&["echo"]);
+    let (nodes, client) = nodes(&cluster, &folder).await;
+    let nodes = Arc::new(nodes);
+    let client = Arc::new(client);
+    let leader = cluster.wait_stream_leader("SHOP_QUEUE", WAIT).await;
+
+    // Callers: count the calls that fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed_calls = Arc::new(AtomicU64::new(0));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, stop, failed) = (client.clone(), stop.clone(), failed_calls.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Err(f) = client.call("echo", b"c".to_vec(), Duration::from_secs(10)).await {
+                        assert_ne!(f.class, FailureClass::Invalid, "{f:?}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Dispatches before, across and after the kill; each awaited until accepted.
+    let mut accepted = 0u64;
+    for i in 0..200u32 {
+        client.dispatch("echo", i.to_string().into_bytes()).await.expect("accepted");
+        accepted += 1;
+    }
+    let before: Vec<u64> = nodes.iter().map(|n| dispatched(n, "echo")).collect();
+    let killed_at = Instant::now();
+    cluster.kill9(leader);
+    let mut first_accepted = None;
+    for i in 200..400u32 {
+        client.dispatch("echo", i.to_string().into_bytes()).await.expect("accepted through the failover");
+        first_accepted.get_or_insert_with(Instant::now);
+        accepted += 1;
+    }
+    let first_accepted = first_accepted.expect("published");
+
+    // Every node takes work again soon after the queue has a leader again.
+    let mut resumed = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        assert!(
+            eventually(WAIT, async || dispatched(node, "echo") > before[i] + 1).await,
+            "node n{i} took no work after the kill{}",
+            cluster.log_tails()
+        );
+        resumed.push(Instant::now());
+    }
+    assert!(eventually(WAIT, async || all_dispatched(&nodes, "echo") >= accepted).await, "lost jobs");
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await.expect("caller");
+    }
+    eprintln!(
+        "failover: first accepted publish {:?} after the kill of s{leader}; every node took work by {:?} after that",
+        first_accepted - killed_at,
+        resumed.iter().max().map(|r| r.saturating_duration_since(first_accepted))
+    );
+    assert_eq!(all_dispatched(&nodes, "echo"), accepted, "each accepted job ran once");
+    assert!(client.dead_letters().await.expect("listed").is_empty(), "no dead letter");
+    let failed = failed_calls.load(Ordering::Relaxed);
+    assert!(failed <= 4, "{failed} calls failed; only the 4 in flight at the kill may");
+}
