@@ -7,5 +7,6 @@
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
+pub mod cluster;
 pub mod nats;
 pub mod support;

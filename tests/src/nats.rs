@@ -49,10 +49,10 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How often a fresh port is tried when the one picked was taken meanwhile.
-const START_ATTEMPTS: usize = 3;
+pub(crate) const START_ATTEMPTS: usize = 3;
 
 /// Lines of the server's log shown in a panic message.
-const LOG_TAIL_LINES: usize = 40;
+pub(crate) const LOG_TAIL_LINES: usize = 40;
 
 /// The `nats-server` binary the tests run (see the module doc); panics with
 /// install instructions when there is none.
@@ -69,7 +69,7 @@ pub fn server_version() -> String {
 }
 
 /// `nats-server --version` of `binary`, without the `nats-server: ` label.
-fn version_of(binary: &Path) -> String {
+pub(crate) fn version_of(binary: &Path) -> String {
     match Command::new(binary).arg("--version").output() {
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout);
@@ -96,7 +96,7 @@ fn find_binary() -> Result<PathBuf, String> {
     on_path.chain([PathBuf::from("/usr/sbin/nats-server")]).find(|p| p.is_file()).ok_or_else(missing_binary)
 }
 
-fn missing_binary() -> String {
+pub(crate) fn missing_binary() -> String {
     format!(
         "nats-server was not found (not on PATH, not /usr/sbin/nats-server, and {SERVER_ENV} is not set).\n\
          The NATS tests run a real server. Install one with\n\
@@ -111,7 +111,7 @@ fn missing_binary() -> String {
 /// listener. Another process may take the port before the server binds it (a
 /// tiny race); [`NatsServer::start`] then sees "address already in use" and
 /// tries again with a new port.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
     listener.local_addr().expect("a bound listener has an address").port()
 }
@@ -246,9 +246,7 @@ impl NatsServer {
 
     /// The last `lines` lines of the server's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        log_tail(&self.log, lines)
     }
 
     /// The binary this server runs.
@@ -295,18 +293,9 @@ impl NatsServer {
     /// it to exit. Panics if it is not running or does not exit in time.
     pub fn stop_gracefully(&mut self) {
         let mut child = self.take_running("stop_gracefully");
-        let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"))
-            .expect("a child's pid is positive");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM nats-server");
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if child.try_wait().expect("poll nats-server").is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if terminate(&mut child) {
+            return;
         }
-        child.kill().ok();
-        child.wait().ok();
         panic!(
             "nats-server did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed it); log tail:\n{}",
             self.log_tail(LOG_TAIL_LINES)
@@ -423,6 +412,31 @@ impl NatsServer {
             self.log_tail(LOG_TAIL_LINES)
         );
     }
+}
+
+/// The last `lines` lines of the log file at `path` (empty if unreadable).
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Sends SIGTERM to `child` and waits at most [`STOP_TIMEOUT`] for it to
+/// exit; returns whether it did (if not, it has been killed with SIGKILL).
+pub(crate) fn terminate(child: &mut Child) -> bool {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"))
+        .expect("a child's pid is positive");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM nats-server");
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if child.try_wait().expect("poll nats-server").is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().ok();
+    child.wait().ok();
+    false
 }
 
 impl Drop for NatsServer {

@@ -13,6 +13,8 @@ mod folder;
 mod languages;
 mod limits;
 mod nats;
+mod nats_cluster;
+mod nats_cluster_work;
 mod nats_flow;
 mod nats_interop;
 mod nats_reload;

@@ -18,7 +18,8 @@ const WAIT: Duration = Duration::from_secs(60);
 /// first (the client library may still pick another), with `replicas = 3`.
 fn config(cluster: &NatsCluster, id: &str, first: usize) -> String {
     let mut urls = cluster.urls();
-    urls.rotate_left(first % urls.len());
+    let turn = first % urls.len();
+    urls.rotate_left(turn);
     let urls = urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
     format!(
         "[node]\nid = \"{id}\"\nproject = \"shop\"\n[bus]\ndriver = \"nats\"\nsetting = {{ url = [{urls}], replicas = 3 }}\n"
@@ -58,7 +59,8 @@ async fn a_backlog_drains_across_three_nodes_with_no_dead_letter_and_discovery_s
         let (watcher, _) = start_config(&config(&cluster, &format!("w{i}"), i), &Folder::with(&[]), false)
             .await
             .expect("a client on each server");
-        let seen = async || watcher.nodes().await.is_ok_and(|n| n.iter().filter(|n| !n.names.is_empty()).count() == 3);
+        let seen =
+            async || watcher.nodes().await.is_ok_and(|n| n.iter().filter(|n| !n.services.is_empty()).count() == 3);
         assert!(eventually(WAIT, seen).await, "discovery through w{i} lists every node");
     }
 
