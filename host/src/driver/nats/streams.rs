@@ -85,25 +85,21 @@ pub(super) async fn ensure(
     wire: &Wire,
     keeping: &Keeping,
 ) -> Result<(), DriverError> {
-    let queue = stream::Config {
-        name: wire.queue_stream.clone(),
-        subjects: vec![wire.queue_all()],
-        retention: RetentionPolicy::WorkQueue,
+    let base = |name: &str, subject: String, retention| stream::Config {
+        name: name.to_string(),
+        subjects: vec![subject],
+        retention,
         storage: StorageType::File,
         num_replicas: keeping.replicas,
         ..Default::default()
     };
+    let queue = base(&wire.queue_stream, wire.queue_all(), RetentionPolicy::WorkQueue);
     let dead = stream::Config {
-        name: wire.dead_stream.clone(),
-        subjects: vec![wire.dead_all()],
-        retention: RetentionPolicy::Limits,
-        storage: StorageType::File,
-        num_replicas: keeping.replicas,
         // Full is refused, not trimmed silently: busbar removes the oldest
         // letters itself, and counts them.
         max_bytes: i64::try_from(keeping.dead_max_bytes).unwrap_or(i64::MAX),
         discard: DiscardPolicy::New,
-        ..Default::default()
+        ..base(&wire.dead_stream, wire.dead_all(), RetentionPolicy::Limits)
     };
     ensure_one(js, "work-queue", queue).await?;
     ensure_one(js, "dead-letter", dead).await
