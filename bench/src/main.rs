@@ -2,7 +2,7 @@
 //! (the tables of `BENCHMARKS.md`).
 //!
 //! ```text
-//! cargo run --release -p busbar-bench -- [--quick] [--only call|startup|memory|nats-call|nats-dispatch|reload|limits|languages]
+//! cargo run --release -p busbar-bench -- [--quick] [--only call|startup|memory|nats-call|nats-dispatch|reload|limits|languages|nats-cluster]
 //! ```
 //!
 //! `--quick` uses small counts (a CI smoke run, well under a minute).
@@ -23,6 +23,7 @@ mod floor;
 mod languages;
 mod memory;
 mod nats_call;
+mod nats_cluster;
 mod nats_dispatch;
 mod reload;
 mod startup;
@@ -47,6 +48,8 @@ struct Sizes {
     reload: reload::Plan,
     /// Benchmark 8.
     languages: languages::Plan,
+    /// Benchmark 9.
+    nats_cluster: nats_cluster::Plan,
 }
 
 impl Sizes {
@@ -63,6 +66,7 @@ impl Sizes {
                 nats_dispatch: nats_dispatch(1_000, 100, 1),
                 reload: reload::Plan { swaps: 6, restarts: 2 },
                 languages: languages::Plan { calls: 30, warmup: 3 },
+                nats_cluster: nats_cluster::Plan { jobs: 1_000, publishers: 32, kills: 1, backlog: 1_000 },
             }
         } else {
             Self {
@@ -73,6 +77,7 @@ impl Sizes {
                 nats_dispatch: nats_dispatch(10_000, 500, 3),
                 reload: reload::Plan { swaps: 50, restarts: 10 },
                 languages: languages::Plan { calls: 1_000, warmup: 50 },
+                nats_cluster: nats_cluster::Plan { jobs: 10_000, publishers: 32, kills: 5, backlog: 10_000 },
             }
         }
     }
@@ -112,7 +117,7 @@ fn machine() -> String {
 }
 
 /// The benchmarks `--only` selects.
-const ONLY: &str = "call|startup|memory|nats-call|nats-dispatch|reload|limits|languages";
+const ONLY: &str = "call|startup|memory|nats-call|nats-dispatch|reload|limits|languages|nats-cluster";
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     if std::env::args().nth(1).as_deref() == Some("--as-busbar") {
@@ -212,7 +217,68 @@ fn benchmarks() -> anyhow::Result<()> {
         eprintln!("bench: 8. one handler in four languages");
         rt.block_on(bench_languages(sizes.languages, &mut out))?;
     }
+    if run("nats-cluster") {
+        eprintln!("bench: 9. busbar on a 3-server NATS cluster");
+        rt.block_on(bench_nats_cluster(sizes.nats_cluster, &mut out))?;
+    }
     print!("{out}");
+    Ok(())
+}
+
+async fn bench_nats_cluster(plan: nats_cluster::Plan, out: &mut String) -> anyhow::Result<()> {
+    let _ = writeln!(
+        out,
+        "### 9. busbar on a 3-server NATS cluster\n\n{}, loopback, one store per server.\n",
+        nats_server()
+    );
+    let _ = writeln!(
+        out,
+        "Throughput: 3 serving nodes and a client node, {} jobs of {} B dispatched by {} publisher tasks (each awaits its ack), after 500 warm-up jobs; fresh servers per set-up.\n",
+        thousands(plan.jobs as f64),
+        nats_cluster::PAYLOAD,
+        plan.publishers
+    );
+    let _ = writeln!(out, "| set-up | jobs/s | relative to one server |\n|---|---:|---:|");
+    let mut single = 0.0;
+    for bus in nats_cluster::Bus::ALL {
+        eprintln!("bench:    {}", bus.label());
+        let rate = nats_cluster::throughput(bus, plan).await?;
+        if bus == nats_cluster::Bus::Single {
+            single = rate;
+        }
+        let _ = writeln!(out, "| {} | {} | {:.2}x |", bus.label(), thousands(rate), rate / single);
+    }
+    eprintln!("bench:    failover");
+    let kills = nats_cluster::failovers(plan).await?;
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    };
+    let list = |v: Vec<Duration>| v.iter().map(|d| format!("{:.2}", d.as_secs_f64())).collect::<Vec<_>>().join(", ");
+    let published: Vec<Duration> = kills.iter().map(|k| k.0).collect();
+    let done: Vec<Duration> = kills.iter().map(|k| k.1).collect();
+    let _ = writeln!(
+        out,
+        "\nFailover, `replicas = 3`: SIGKILL of the server leading the work queue, then one `Node::dispatch`; {} kills, the killed server restarted and caught up between them.\n",
+        kills.len()
+    );
+    let _ = writeln!(out, "| from the kill to | median (s) | each kill (s) |\n|---|---:|---|");
+    let _ = writeln!(
+        out,
+        "| the publish accepted | {:.2} | {} |",
+        median(published.clone()).as_secs_f64(),
+        list(published)
+    );
+    let _ =
+        writeln!(out, "| the job completed on a node | {:.2} | {} |", median(done.clone()).as_secs_f64(), list(done));
+    eprintln!("bench:    backlog");
+    let (rate, dead) = nats_cluster::backlog(plan).await?;
+    let _ = writeln!(
+        out,
+        "\nBacklog: {} jobs queued before one node with `concurrency = 4, queue = 4` starts (one server): drained at {} jobs/s, **{dead} dead letters**.\n",
+        thousands(plan.backlog as f64),
+        thousands(rate)
+    );
     Ok(())
 }
 

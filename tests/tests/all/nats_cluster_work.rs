@@ -111,39 +111,100 @@ async fn killing_the_work_queues_leader_under_load_loses_and_buries_nothing() {
         client.dispatch("echo", i.to_string().into_bytes()).await.expect("accepted");
         accepted += 1;
     }
+    assert!(eventually(WAIT, async || all_dispatched(&nodes, "echo") == accepted).await, "the first jobs ran");
     let before: Vec<u64> = nodes.iter().map(|n| dispatched(n, "echo")).collect();
+    // When each node first completes a job after the kill.
+    let sampler = {
+        let nodes = nodes.clone();
+        tokio::spawn(async move {
+            let mut resumed: Vec<Option<Instant>> = vec![None; nodes.len()];
+            let until = Instant::now() + WAIT;
+            while resumed.iter().any(Option::is_none) && Instant::now() < until {
+                for (i, node) in nodes.iter().enumerate() {
+                    if resumed[i].is_none() && dispatched(node, "echo") > before[i] {
+                        resumed[i] = Some(Instant::now());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            resumed
+        })
+    };
     let killed_at = Instant::now();
     cluster.kill9(leader);
+    // Dispatch on until every node has taken work again (at least 200 more).
     let mut first_accepted = None;
-    for i in 200..400u32 {
+    let mut i = 200u32;
+    while i < 400 || !sampler.is_finished() {
         client.dispatch("echo", i.to_string().into_bytes()).await.expect("accepted through the failover");
         first_accepted.get_or_insert_with(Instant::now);
         accepted += 1;
+        i += 1;
     }
     let first_accepted = first_accepted.expect("published");
 
     // Every node takes work again soon after the queue has a leader again.
-    let mut resumed = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        assert!(
-            eventually(WAIT, async || dispatched(node, "echo") > before[i] + 1).await,
-            "node n{i} took no work after the kill{}",
-            cluster.log_tails()
-        );
-        resumed.push(Instant::now());
+    let resumed = sampler.await.expect("sampler");
+    let after: Vec<Option<Duration>> =
+        resumed.iter().map(|r| r.map(|r| r.saturating_duration_since(first_accepted))).collect();
+    eprintln!(
+        "failover: first accepted publish {:?} after the kill of s{leader}; each node took work again {after:?} after that",
+        first_accepted - killed_at,
+    );
+    for (i, took) in after.iter().enumerate() {
+        let took = took.unwrap_or_else(|| panic!("node n{i} took no work after the kill{}", cluster.log_tails()));
+        assert!(took <= Duration::from_secs(2), "node n{i} took work again only {took:?} after the queue was back");
     }
     assert!(eventually(WAIT, async || all_dispatched(&nodes, "echo") >= accepted).await, "lost jobs");
     stop.store(true, Ordering::Relaxed);
     for caller in callers {
         caller.await.expect("caller");
     }
-    eprintln!(
-        "failover: first accepted publish {:?} after the kill of s{leader}; every node took work by {:?} after that",
-        first_accepted - killed_at,
-        resumed.iter().max().map(|r| r.saturating_duration_since(first_accepted))
-    );
     assert_eq!(all_dispatched(&nodes, "echo"), accepted, "each accepted job ran once");
     assert!(client.dead_letters().await.expect("listed").is_empty(), "no dead letter");
     let failed = failed_calls.load(Ordering::Relaxed);
     assert!(failed <= 4, "{failed} calls failed; only the 4 in flight at the kill may");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_job_is_redelivered_to_a_node_on_another_server() {
+    let cluster = NatsCluster::start(3).await;
+    let folder = Folder::with(&["slow"]);
+    folder.sidecar("slow", "timeout = \"2s\"\n");
+    let state = tempfile::tempdir().expect("temp dir");
+    let doomed_config = state.path().join("doomed.toml");
+    std::fs::write(&doomed_config, config(&cluster, "doomed", 0)).expect("write config");
+    let mut doomed = std::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args(["--config", doomed_config.to_str().expect("utf-8"), "--handlers"])
+        .arg(folder.path())
+        .arg("run")
+        .env("XDG_CACHE_HOME", std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-cli-cache"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("busbar runs");
+    let (client, _) = start_config(&config(&cluster, "client", 1), &Folder::with(&[]), false).await.expect("client");
+    assert!(
+        eventually(WAIT, async || client.nodes().await.is_ok_and(|n| n.iter().any(|n| n.node == "doomed"))).await,
+        "the node never came up"
+    );
+
+    client.dispatch("slow", b"1500".to_vec()).await.expect("accepted");
+    let js = async_nats::jetstream::new(cluster.client(2).await);
+    let taken = async || {
+        let Ok(stream) = js.get_stream("SHOP_QUEUE").await else { return false };
+        let Ok(mut consumer) =
+            stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>("busbar_slow").await
+        else {
+            return false;
+        };
+        consumer.info().await.is_ok_and(|i| i.num_ack_pending == 1)
+    };
+    assert!(eventually(WAIT, taken).await, "the node never took the job");
+    doomed.kill().expect("kill -9 the node mid-handler");
+    doomed.wait().expect("reaped");
+
+    // A node on another server runs it once the dead node's ack wait (2 s + 5 s) runs out.
+    let (survivor, _) = start_config(&config(&cluster, "survivor", 2), &folder, false).await.expect("survivor");
+    assert!(eventually(WAIT, async || dispatched(&survivor, "slow") == 1).await, "the job was lost");
+    assert!(client.dead_letters().await.expect("listed").is_empty(), "no dead letter");
 }
