@@ -184,6 +184,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_age_is_days_or_a_duration() {
+        assert_eq!(parse_age("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert_eq!(parse_age("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert!(parse_age("xd").unwrap_err().contains("not a number of days"));
+        assert!(parse_age(&format!("{}d", u64::MAX)).is_err());
+    }
+
+    #[test]
     fn durations_read_like_people_write_them() {
         assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));

@@ -235,3 +235,16 @@ async fn more_replicas_than_servers_fail_the_start_with_the_servers_reason() {
     assert!(refused.contains("creating the work-queue stream SHOP_QUEUE"), "{refused}");
     assert!(refused.contains("replicas"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_node_keeps_its_pull_requests_alive_without_a_stall() {
+    let server = NatsServer::start();
+    let logs = busbar_tests::support::capture_logs();
+    let (node, _) = start_nats(&server.url(), &Folder::with(&["echo"]), "idle", "", "").await;
+    // Idle for longer than two silences: the server's heartbeats keep the
+    // pull request known to be alive, so nothing is taken as lost.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(metric(&node.metrics_text(), "busbar_queue_stalls_total", "echo"), None, "{}", logs.contents());
+    node.dispatch("echo", b"after idling".to_vec()).await.expect("accepted");
+    assert!(eventually(WAIT, async || served(&node, "echo") == 1).await);
+}

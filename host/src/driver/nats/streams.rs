@@ -167,3 +167,23 @@ async fn ensure_one(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_and_dead_letter_limits_are_checked_by_key() {
+        assert_eq!(Keeping::default().check(), Ok(()));
+        let with = |f: fn(&mut Keeping)| {
+            let mut k = Keeping::default();
+            f(&mut k);
+            k.check().unwrap_err()
+        };
+        assert_eq!(with(|k| k.replicas = 0), "`replicas` is 0; it must be 1 to 5");
+        assert_eq!(with(|k| k.replicas = 6), "`replicas` is 6; it must be 1 to 5");
+        assert!(with(|k| k.dead_max_age = Duration::ZERO).starts_with("`dead_max_age` must be more than 0"));
+        assert!(with(|k| k.dead_max_age = MAX_DEAD_MAX_AGE * 2).contains("at most 3650d"));
+        assert_eq!(with(|k| k.dead_max_bytes = 1000), "`dead_max_bytes` is 1000 B; it must be at least 1 MiB");
+    }
+}
