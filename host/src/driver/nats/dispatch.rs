@@ -102,6 +102,10 @@ pub(super) async fn consumer(
             ack_policy: AckPolicy::Explicit,
             ack_wait: ack_wait(spec),
             max_deliver: -1,
+            // Each node takes no more than its slots (see `pull`): the
+            // server's default cap of 1,000 jobs in flight across all nodes
+            // would only hold back a large deployment.
+            max_ack_pending: -1,
             num_replicas: conn.keeping.replicas,
             ..Default::default()
         })
