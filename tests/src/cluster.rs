@@ -21,6 +21,9 @@
 //! # }
 //! ```
 //!
+//! Ready means every member answers and the meta leader can place a stream
+//! with a replica on each (a probe stream, created and deleted).
+//!
 //! The members are named `s0`, `s1`, ... (`server_name`, which STREAM.INFO's
 //! `cluster.leader` reports; [`NatsCluster::index_of`] maps it back); the
 //! cluster's name is unique per cluster (`busbar-test-PID-N`), so a route
@@ -138,7 +141,10 @@ impl ClusterBuilder {
                 cluster.spawn(i);
             }
             match cluster.wait_ready().await {
-                Ok(()) => return cluster,
+                Ok(()) => {
+                    cluster.wait_placement().await;
+                    return cluster;
+                }
                 Err(Failure::AddressInUse(_)) if attempt < START_ATTEMPTS => cluster.kill_all(),
                 Err(failure) => cluster.fail("did not become ready", &failure),
             }
@@ -352,6 +358,33 @@ impl NatsCluster {
                 Err(failure) => self.fail(&format!("restart({i})"), &failure),
             }
         }
+    }
+
+    /// Waits until the meta leader knows every member: a stream with one
+    /// replica per member can be placed (until then JetStream answers "no
+    /// suitable peers for placement"), then removes that probe stream.
+    async fn wait_placement(&self) {
+        let js = async_nats::jetstream::new(self.client(0).await);
+        let probe = async_nats::jetstream::stream::Config {
+            name: "HARNESS_PLACEMENT".into(),
+            subjects: vec!["harness.placement".into()],
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            num_replicas: self.size(),
+            ..Default::default()
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match js.create_stream(probe.clone()).await {
+                Ok(_) => {
+                    let _ = js.delete_stream("HARNESS_PLACEMENT").await;
+                    return;
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!("the cluster could not place a stream on all {} members: {last}{}", self.size(), self.log_tails());
     }
 
     /// STREAM.INFO for `stream` as JSON, from whichever running member gets

@@ -46,13 +46,20 @@ async fn three_servers_form_a_cluster_and_an_r3_stream_takes_publishes() {
     // Publishes through every member, the leader and the followers.
     for i in 0..3 {
         let js = jetstream::new(cluster.client(i).await);
+        // The stream's subjects reach every member's interest shortly after
+        // its leader answers; until then a publish has no responders.
+        let reachable = async || match js.publish(format!("orders.probe{i}"), "probe".into()).await {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+        assert!(eventually(SETTLE, reachable).await, "no publish through s{i} accepted{}", cluster.log_tails());
         for k in 0..10 {
             let ack = js.publish(format!("orders.s{i}"), format!("{i}-{k}").into()).await.unwrap().await;
             ack.unwrap_or_else(|e| panic!("publish through s{i}: {e}{}", cluster.log_tails()));
         }
     }
     let info = cluster.stream_info("orders").await.expect("STREAM.INFO answers");
-    assert_eq!(info["state"]["messages"], 30, "{info}");
+    assert_eq!(info["state"]["messages"], 33, "{info}"); // 30 and the three probes
     assert_eq!(info["config"]["num_replicas"], 3, "{info}");
     assert_eq!(info["cluster"]["leader"], format!("s{leader}"), "{info}");
     assert_eq!(info["cluster"]["replicas"].as_array().map(Vec::len), Some(2), "{info}");
@@ -76,7 +83,15 @@ async fn killing_the_stream_leaders_server_elects_a_new_leader_and_loses_nothing
     let leader = cluster.wait_stream_leader("events", SETTLE).await;
     let survivor = (leader + 1) % 3;
     let js = jetstream::new(cluster.client(survivor).await);
-    for k in 1..=20 {
+    // A leader that answers STREAM.INFO may not have its subjects' interest
+    // on every member yet (no responders, reported as StreamNotFound): the
+    // first publish is retried until one is stored.
+    let first = async || match js.publish("events.before", "before-1".into()).await {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(eventually(SETTLE, first).await, "no publish accepted before the kill{}", cluster.log_tails());
+    for k in 2..=20 {
         js.publish("events.before", format!("before-{k}").into()).await.unwrap().await.unwrap();
     }
 

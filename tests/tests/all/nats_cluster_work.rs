@@ -179,7 +179,18 @@ async fn killing_the_work_queues_leader_under_load_loses_and_buries_nothing() {
     for caller in callers {
         caller.await.expect("caller");
     }
-    assert_eq!(all_dispatched(&nodes, "echo"), accepted, "each accepted job ran once");
+    // Nothing lost: every accepted job ran and left the queue (a job leaves
+    // it only once acknowledged after running). An acknowledgement sent to
+    // the killed server may be lost, and JetStream then runs that job again
+    // (at least once): counted, not hidden.
+    let queue_empty = async || cluster.stream_info("SHOP_QUEUE").await.is_some_and(|i| i["state"]["messages"] == 0);
+    assert!(eventually(WAIT, queue_empty).await, "jobs left in the queue");
+    let ran = all_dispatched(&nodes, "echo");
+    assert!(ran >= accepted, "{ran} ran of {accepted} accepted");
+    eprintln!(
+        "failover: {accepted} jobs accepted, {ran} runs ({} run again after a lost acknowledgement)",
+        ran - accepted
+    );
     assert!(client.dead_letters().await.expect("listed").is_empty(), "no dead letter");
     let failed = failed_calls.load(Ordering::Relaxed);
     assert!(failed <= 4, "{failed} calls failed; only the 4 in flight at the kill may");

@@ -101,8 +101,45 @@ pub(super) async fn ensure(
         discard: DiscardPolicy::New,
         ..base(&wire.dead_stream, wire.dead_all(), RetentionPolicy::Limits)
     };
-    ensure_one(js, "work-queue", queue).await?;
-    ensure_one(js, "dead-letter", dead).await
+    for (what, wanted) in [("work-queue", queue), ("dead-letter", dead)] {
+        patiently(what, || ensure_one(js, what, wanted.clone())).await?;
+    }
+    Ok(())
+}
+
+/// How long a node waits at start for a cluster that cannot place the
+/// streams yet (its servers still joining, a leader being elected).
+const FORMING: Duration = Duration::from_secs(15);
+
+/// Runs `attempt` until it succeeds, fails for good, or [`FORMING`] passes:
+/// JetStream's refusals while a cluster forms are tried again.
+async fn patiently<F, Fut>(what: &str, attempt: F) -> Result<(), DriverError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), DriverError>>,
+{
+    let deadline = tokio::time::Instant::now() + FORMING;
+    let mut said = false;
+    loop {
+        match attempt().await {
+            Err(e) if forming(&e) && tokio::time::Instant::now() < deadline => {
+                if !said {
+                    tracing::warn!("waiting for the JetStream cluster to place the {what} stream: {e}");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether `e` is what a forming cluster answers (rather than a refusal).
+fn forming(e: &DriverError) -> bool {
+    let text = e.to_string();
+    matches!(e, DriverError::TimedOut { .. })
+        || text.contains("no suitable peers")
+        || text.contains("JetStream system temporarily unavailable")
 }
 
 async fn ensure_one(
