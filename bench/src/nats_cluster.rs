@@ -203,8 +203,8 @@ pub async fn failovers(plan: Plan) -> anyhow::Result<Vec<Failover>> {
     let nodes = Nodes::start(&cluster.urls(), 3, None, 3).await?;
     let mut out = Vec::new();
     for _ in 0..plan.kills {
-        nodes.client.dispatch("echo", b"warm".to_vec()).await.map_err(|f| anyhow::anyhow!("{f}"))?;
         let before = nodes.handled() + 1;
+        nodes.client.dispatch("echo", b"warm".to_vec()).await.map_err(|f| anyhow::anyhow!("{f}"))?;
         nodes.until_handled(before, Instant::now()).await?;
         let leader = cluster.wait_stream_leader("SHOP_QUEUE", Duration::from_secs(30)).await;
         cluster.kill9(leader);

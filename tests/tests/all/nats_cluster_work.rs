@@ -238,3 +238,23 @@ async fn a_killed_nodes_job_is_redelivered_to_a_node_on_another_server() {
     assert!(eventually(WAIT, async || dispatched(&survivor, "slow") == 1).await, "the job was lost");
     assert!(client.dead_letters().await.expect("listed").is_empty(), "no dead letter");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_of_an_idle_cluster_the_next_job_runs() {
+    let logs = busbar_tests::support::capture_logs();
+    let mut cluster = NatsCluster::start(3).await;
+    let (nodes, client) = nodes(&cluster, &Folder::with(&["echo"])).await;
+    client.dispatch("echo", b"warm".to_vec()).await.expect("accepted");
+    assert!(eventually(WAIT, async || all_dispatched(&nodes, "echo") == 1).await);
+    let leader = cluster.wait_stream_leader("SHOP_QUEUE", WAIT).await;
+    cluster.kill9(leader);
+    let killed = Instant::now();
+    client.dispatch("echo", b"across".to_vec()).await.expect("accepted through the failover");
+    let accepted = killed.elapsed();
+    assert!(
+        eventually(WAIT, async || all_dispatched(&nodes, "echo") == 2).await,
+        "the job accepted {accepted:?} after the kill never ran{}\n{}",
+        cluster.log_tails(),
+        logs.contents()
+    );
+}
