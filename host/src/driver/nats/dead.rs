@@ -113,7 +113,13 @@ async fn read_dead(conn: &NatsConnection) -> Result<Vec<(u64, DeadLetter)>, Driv
         return Ok(out);
     }
     for seq in state.first_sequence..=state.last_sequence {
-        let Ok(raw) = stream.get_raw_message(seq).await else { continue };
+        let raw = match stream.get_raw_message(seq).await {
+            Ok(raw) => raw,
+            // Removed (replayed, dropped, trimmed): a gap in the sequence.
+            Err(e) if e.to_string().contains("no message found") => continue,
+            // Anything else would make the list look shorter than it is.
+            Err(e) => return Err(js_error(&format!("reading dead letter {seq}"), e)),
+        };
         let Some(name) = conn.wire.name_of_dead(raw.subject.as_str()) else { continue };
         let headers = Some(&raw.headers);
         let failure = wire::failure_from(headers).unwrap_or_else(|| Failure::new(FailureClass::Failed, "unknown"));
