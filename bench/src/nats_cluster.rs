@@ -18,7 +18,7 @@
 use busbar::Node;
 use busbar_tests::cluster::NatsCluster;
 use busbar_tests::nats::NatsServer;
-use busbar_tests::support::{Folder, served, start_config};
+use busbar_tests::support::{Folder, nats_config_on as config, served, start_config};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -93,17 +93,6 @@ impl Servers {
             Servers::Three(c) => c.urls(),
         }
     }
-}
-
-/// The config of node `id`, the servers' URLs starting at the `first`th.
-fn config(urls: &[String], id: &str, first: usize, replicas: usize) -> String {
-    let mut urls = urls.to_vec();
-    let turn = first % urls.len();
-    urls.rotate_left(turn);
-    let urls = urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
-    format!(
-        "[node]\nid = \"{id}\"\nproject = \"shop\"\n[bus]\ndriver = \"nats\"\nsetting = {{ url = [{urls}], replicas = {replicas} }}\n"
-    )
 }
 
 /// Three serving nodes and a client.

@@ -252,6 +252,19 @@ pub fn nats_config_with(url: &str, id: &str, settings: &str) -> String {
     nats_config(url, id, "", "").replace(&format!("url = \"{url}\" }}"), &format!("url = \"{url}\", {settings} }}"))
 }
 
+/// The config of node `id` on every server of `urls`, the `first`th first
+/// (the client library may still pick another), with `replicas` copies of
+/// the streams (project `shop`).
+pub fn nats_config_on(urls: &[String], id: &str, first: usize, replicas: usize) -> String {
+    let mut urls = urls.to_vec();
+    let turn = first % urls.len().max(1);
+    urls.rotate_left(turn);
+    let urls = urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        "[node]\nid = \"{id}\"\nproject = \"shop\"\n[bus]\ndriver = \"nats\"\nsetting = {{ url = [{urls}], replicas = {replicas} }}\n"
+    )
+}
+
 /// Starts a node of config text `config` serving `folder`; the start error, if any.
 pub async fn start_config(config: &str, folder: &Folder, watch: bool) -> Result<(Node, LoadReport), String> {
     let mut config = Config::parse(config, Path::new("test.toml")).map_err(|e| e.to_string())?;

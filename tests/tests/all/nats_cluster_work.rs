@@ -15,15 +15,9 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The config of node `id` on every server of `cluster`, its own server
-/// first (the client library may still pick another), with `replicas = 3`.
+/// first, with `replicas = 3`.
 fn config(cluster: &NatsCluster, id: &str, first: usize) -> String {
-    let mut urls = cluster.urls();
-    let turn = first % urls.len();
-    urls.rotate_left(turn);
-    let urls = urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
-    format!(
-        "[node]\nid = \"{id}\"\nproject = \"shop\"\n[bus]\ndriver = \"nats\"\nsetting = {{ url = [{urls}], replicas = 3 }}\n"
-    )
+    busbar_tests::support::nats_config_on(&cluster.urls(), id, first, 3)
 }
 
 /// Nodes `n0`, `n1`, `n2` serving `folder` and a client node, one per server.
