@@ -119,14 +119,21 @@ impl WasiView for Sandbox {
     }
 }
 
-/// Caps linear memory and tables; remembers a refused growth so the
-/// resulting trap can be reported as exhaustion rather than a bare
-/// `unreachable`.
+/// Caps the memory of one instance: all its linear memories and its tables'
+/// storage together (a component may be several core instances, each with
+/// memories and tables of its own), against one limit. Remembers a refused
+/// growth so the resulting trap can be reported as exhaustion rather than a
+/// bare `unreachable`.
 pub(crate) struct MemoryLimiter {
     limit: usize,
+    /// Bytes of linear memory and table storage the instance holds now.
+    used: usize,
     /// What the guest asked for when it was refused.
     exceeded: Option<Refused>,
 }
+
+/// Bytes one table element takes (a function reference).
+const TABLE_ELEMENT_BYTES: usize = 8;
 
 /// A growth the limiter refused.
 #[derive(Debug, Clone, Copy)]
@@ -139,14 +146,14 @@ enum Refused {
 
 impl MemoryLimiter {
     fn new(memory: u64) -> Self {
-        Self { limit: usize::try_from(memory).unwrap_or(usize::MAX), exceeded: None }
+        Self { limit: usize::try_from(memory).unwrap_or(usize::MAX), used: 0, exceeded: None }
     }
 
     /// What was refused, in words, if anything was.
     pub(crate) fn refused(&self) -> Option<String> {
         Some(match self.exceeded? {
             Refused::Memory(desired) => format!(
-                "memory limit of {} exceeded (the guest asked for {})",
+                "memory limit of {} exceeded (the instance asked for {} in all, linear memories and tables)",
                 crate::units::human_bytes(self.limit as u64),
                 crate::units::human_bytes(desired as u64)
             ),
@@ -160,22 +167,34 @@ impl MemoryLimiter {
 /// Table elements one instance may have; far above what real guests use.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
-impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.exceeded = Some(Refused::Memory(desired));
+impl MemoryLimiter {
+    /// One memory or table of the instance grows from `current` to
+    /// `desired` bytes: allowed while the instance's total stays within
+    /// the limit. (A growth wasmtime then fails for another reason stays
+    /// counted: the total errs on the safe side.)
+    fn grow(&mut self, current: usize, desired: usize) -> wasmtime::Result<bool> {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.limit {
+            self.exceeded = Some(Refused::Memory(total));
             return Ok(false);
         }
+        self.used = total;
         Ok(true)
     }
+}
 
-    fn table_growing(&mut self, _current: usize, desired: usize, max: Option<usize>) -> wasmtime::Result<bool> {
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        self.grow(current, desired)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, max: Option<usize>) -> wasmtime::Result<bool> {
         let limit = max.map_or(MAX_TABLE_ELEMENTS, |m| m.min(MAX_TABLE_ELEMENTS));
         if desired > limit {
             self.exceeded = Some(Refused::Table(desired, limit));
             return Ok(false);
         }
-        Ok(true)
+        self.grow(current.saturating_mul(TABLE_ELEMENT_BYTES), desired.saturating_mul(TABLE_ELEMENT_BYTES))
     }
 }
 

@@ -345,3 +345,28 @@ async fn a_table_growth_bomb_is_contained() {
     assert!(started.elapsed() < TEST_TIMEOUT, "the bomb ran {:?}", started.elapsed());
     assert_eq!(call(&node, "echo", "fine").await.as_deref(), Ok(b"fine".as_slice()));
 }
+
+/// A service component of four core instances (the most the instance pool
+/// allows), three of them with a linear memory of 15 MiB each: 45 MiB in
+/// one instance of the component.
+fn many_memories() -> Vec<u8> {
+    let memories = "(core module $big (memory (export \"m\") 240))
+  (core instance $b1 (instantiate $big))
+  (core instance $b2 (instantiate $big))
+  (core instance $b3 (instantiate $big))";
+    service_component(memories, &core_handle("unreachable"), "", SERVICE_LIFT)
+}
+
+#[tokio::test]
+async fn the_memory_limit_counts_every_linear_memory_of_an_instance() {
+    let folder = Folder::with(&["echo"]);
+    folder.write("memories.wasm", &many_memories());
+    folder.sidecar("memories", "memory = \"16MiB\"\n");
+    let (node, report) = busbar_tests::support::start_on(&Default::default(), &folder, "").await;
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    let refused =
+        node.call("memories", vec![], TEST_TIMEOUT).await.expect_err("45 MiB in three memories is over 16 MiB");
+    assert_eq!(refused.class, FailureClass::Trapped, "{refused}");
+    assert!(refused.message.contains("memory limit of 16 MiB exceeded"), "{refused}");
+    assert_eq!(call(&node, "echo", "fine").await.as_deref(), Ok(b"fine".as_slice()));
+}
