@@ -11,7 +11,7 @@ use super::{
 };
 use crate::config::ConnectionConfig;
 use crate::delivery::Kind;
-use crate::delivery::failure::Failure;
+use crate::delivery::failure::{Failure, FailureClass};
 use crate::delivery::{self, Envelope, Headers, Mode, Next, Request};
 use crate::stats::{NameStats, NodeInfo, ServiceInfo, rfc3339};
 use rustc_hash::FxHashMap;
@@ -21,8 +21,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio_util::task::TaskTracker;
 
-/// Dead letters kept per hub before the oldest are dropped (with a warning).
+/// Dead letters kept per hub before the oldest are dropped (with a warning
+/// and a count).
 const DEAD_LETTER_LIMIT: usize = 10_000;
+/// Bytes of dead letters (payloads, headers, messages) kept per hub before
+/// the oldest are dropped (with a warning and a count).
+pub const DEAD_LETTER_BYTES: usize = 64 << 20;
 
 /// The in-process driver. Clone it to connect several nodes to one hub.
 #[derive(Clone, Default)]
@@ -42,8 +46,55 @@ struct Hub {
     members: RwLock<Vec<Arc<Member>>>,
     /// Round-robin cursor for choosing among members serving a name.
     cursor: AtomicUsize,
-    dead: Mutex<VecDeque<DeadLetter>>,
+    dead: Mutex<DeadLetters>,
     next_id: AtomicU64,
+}
+
+/// The hub's dead letters, oldest first, and their size.
+#[derive(Default)]
+struct DeadLetters {
+    letters: VecDeque<DeadLetter>,
+    bytes: usize,
+}
+
+impl DeadLetters {
+    /// The bytes `letter` holds that a sender chose (payload, headers, message).
+    fn size(letter: &DeadLetter) -> usize {
+        let headers: usize = letter.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        letter.payload.len() + headers + letter.failure.message.len() + letter.name.len() + letter.id.len()
+    }
+
+    /// Adds `letter`; returns the oldest letters dropped to stay within
+    /// [`DEAD_LETTER_LIMIT`] and [`DEAD_LETTER_BYTES`] (never the new one).
+    fn push(&mut self, letter: DeadLetter) -> Vec<DeadLetter> {
+        self.bytes += Self::size(&letter);
+        self.letters.push_back(letter);
+        let mut dropped = Vec::new();
+        while self.letters.len() > 1 && (self.letters.len() > DEAD_LETTER_LIMIT || self.bytes > DEAD_LETTER_BYTES) {
+            let Some(old) = self.letters.pop_front() else { break };
+            self.bytes -= Self::size(&old);
+            dropped.push(old);
+        }
+        dropped
+    }
+
+    /// Removes and returns the letters of `name`.
+    fn take(&mut self, name: &str) -> Vec<DeadLetter> {
+        let (taken, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.letters).into_iter().partition(|l| l.name == name);
+        self.letters = kept.into();
+        self.bytes = self.letters.iter().map(Self::size).sum();
+        taken
+    }
+}
+
+/// What the hub knows of a service a member serves.
+#[derive(Clone)]
+struct Served {
+    /// The retry schedule.
+    retry: Arc<[Duration]>,
+    /// The handler's `max_payload`.
+    max_payload: u64,
 }
 
 /// One connection's presence on the hub.
@@ -53,7 +104,7 @@ struct Member {
     /// The node behind the connection, held weakly: the node owns its
     /// connections, so a strong reference here would keep it alive forever.
     inbound: Inbound,
-    services: RwLock<FxHashMap<String, Arc<[Duration]>>>,
+    services: RwLock<FxHashMap<String, Served>>,
     messages: RwLock<HashSet<String>>,
 }
 
@@ -93,23 +144,25 @@ impl Hub {
         (0..n).map(|i| &members[(start + i) % n]).find(|m| m.serves(kind, name)).cloned()
     }
 
-    fn dead_letter(&self, letter: DeadLetter) {
+    /// Keeps `letter`, dropping the oldest past the limits; `sent` (the
+    /// node that wrote it) counts each one dropped.
+    fn dead_letter(&self, letter: DeadLetter, sent: &Inbound) {
         tracing::warn!(name = %letter.name, id = %letter.id, attempts = letter.attempts, "dispatch dead-lettered: {}", letter.failure);
-        let mut dead = crate::sync::lock(&self.dead);
-        if dead.len() >= DEAD_LETTER_LIMIT
-            && let Some(old) = dead.pop_front()
-        {
-            tracing::warn!(name = %old.name, id = %old.id, "dead-letter list full ({DEAD_LETTER_LIMIT}); dropped the oldest");
+        let dropped = crate::sync::lock(&self.dead).push(letter);
+        for old in dropped {
+            tracing::warn!(
+                name = %old.name,
+                id = %old.id,
+                "dead letters past {DEAD_LETTER_LIMIT} or {}: dropped the oldest",
+                crate::units::human_bytes(DEAD_LETTER_BYTES as u64)
+            );
+            sent.dead_letters_dropped(&old.name, 1);
         }
-        dead.push_back(letter);
     }
 
     /// Removes and returns the dead letters of `name`.
     fn take_dead(&self, name: &str) -> Vec<DeadLetter> {
-        let mut dead = crate::sync::lock(&self.dead);
-        let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut *dead).into_iter().partition(|l| l.name == name);
-        *dead = kept.into();
-        taken
+        crate::sync::lock(&self.dead).take(name)
     }
 
     /// Runs a dispatch to completion: attempts on the service's schedule,
@@ -138,15 +191,18 @@ impl Hub {
                     attempt += 1;
                 }
                 Next::DeadLetter => {
-                    self.dead_letter(DeadLetter {
-                        id: id.clone(),
-                        name: name.clone(),
-                        payload,
-                        headers,
-                        attempts: attempt,
-                        failure: failure.clone(),
-                        at: rfc3339(SystemTime::now()),
-                    });
+                    self.dead_letter(
+                        DeadLetter {
+                            id: id.clone(),
+                            name: name.clone(),
+                            payload,
+                            headers,
+                            attempts: attempt,
+                            failure: failure.clone(),
+                            at: rfc3339(SystemTime::now()),
+                        },
+                        &sent,
+                    );
                     sent.dead_lettered(&name);
                     return DispatchOutcome { id, name, attempts: attempt, result: Err(failure), history };
                 }
@@ -244,7 +300,8 @@ impl Connection for DefaultConnection {
     }
 
     async fn register_service(&self, name: &str, spec: &ServiceSpec) -> Result<(), DriverError> {
-        crate::sync::write(&self.member.services).insert(name.into(), spec.retry.as_slice().into());
+        let served = Served { retry: spec.retry.as_slice().into(), max_payload: spec.max_payload };
+        crate::sync::write(&self.member.services).insert(name.into(), served);
         Ok(())
     }
 
@@ -270,7 +327,19 @@ impl Connection for DefaultConnection {
     async fn enqueue(&self, request: Request) -> Result<Receipt, Failure> {
         let Request { name, payload, headers, .. } = request;
         let member = self.hub.pick(Kind::Service, &name).ok_or_else(|| Failure::not_found(&name))?;
-        let retry = crate::sync::read(&member.services).get(name.as_str()).cloned().unwrap_or_else(|| Arc::new([]));
+        let served = crate::sync::read(&member.services).get(name.as_str()).cloned();
+        let Some(Served { retry, max_payload }) = served else { return Err(Failure::not_found(&name)) };
+        let size = payload.len() as u64;
+        if size > max_payload {
+            return Err(Failure::new(
+                FailureClass::Invalid,
+                format!(
+                    "the payload of {} is larger than handler `{name}` accepts ({}, its `max_payload`); the dispatch was not queued",
+                    crate::units::human_bytes(size),
+                    crate::units::human_bytes(max_payload)
+                ),
+            ));
+        }
         let id = format!("d{}", self.hub.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let hub = self.hub.clone();
@@ -344,7 +413,7 @@ impl Connection for DefaultConnection {
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, DriverError> {
-        Ok(crate::sync::lock(&self.hub.dead).iter().cloned().collect())
+        Ok(crate::sync::lock(&self.hub.dead).letters.iter().cloned().collect())
     }
 
     async fn replay_dead_letters(&self, name: &str) -> Result<usize, DriverError> {
@@ -354,7 +423,7 @@ impl Connection for DefaultConnection {
             let request =
                 Request { headers: letter.headers.clone(), ..Request::accepted(&letter.name, letter.payload.clone()) };
             if let Err(f) = self.enqueue(request).await {
-                self.hub.dead_letter(DeadLetter { failure: f, ..letter });
+                self.hub.dead_letter(DeadLetter { failure: f, ..letter }, &self.member.inbound);
             }
         }
         Ok(count)

@@ -166,6 +166,10 @@ pub struct ServiceSpec {
     /// How many invocations of the handler run at once on this node: a
     /// driver with a queue takes no more than this many jobs at a time.
     pub concurrency: u32,
+    /// The largest payload the handler accepts: a driver that knows it when
+    /// a dispatch is sent refuses a larger one there, as `invalid`, rather
+    /// than queuing work that can only be refused.
+    pub max_payload: u64,
 }
 
 /// Event fan-out.

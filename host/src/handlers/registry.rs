@@ -57,7 +57,12 @@ impl Route {
     /// The service settings a driver needs for this route.
     pub fn spec(&self) -> ServiceSpec {
         let policy = &self.handler.policy;
-        ServiceSpec { retry: policy.retry.clone(), timeout: policy.timeout, concurrency: policy.concurrency }
+        ServiceSpec {
+            retry: policy.retry.clone(),
+            timeout: policy.timeout,
+            concurrency: policy.concurrency,
+            max_payload: policy.max_payload,
+        }
     }
 }
 

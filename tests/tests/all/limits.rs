@@ -370,3 +370,37 @@ async fn the_memory_limit_counts_every_linear_memory_of_an_instance() {
     assert!(refused.message.contains("memory limit of 16 MiB exceeded"), "{refused}");
     assert_eq!(call(&node, "echo", "fine").await.as_deref(), Ok(b"fine".as_slice()));
 }
+
+#[tokio::test]
+async fn a_dispatch_larger_than_its_targets_max_payload_is_refused_when_sent_not_kept() {
+    let folder = Folder::with(&["fail"]);
+    folder.sidecar("fail", "max_payload = \"1KiB\"\n");
+    let node = start(&folder).await;
+    let refused = node.dispatch("fail", vec![b'x'; 4 << 20]).await.expect_err("the target refuses 4 MiB anyway");
+    assert_eq!(refused.class, FailureClass::Invalid, "{refused}");
+    assert!(refused.message.contains("its `max_payload`); the dispatch was not queued"), "{refused}");
+    assert!(node.dead_letters().await.expect("listed").is_empty(), "nothing was kept");
+}
+
+#[tokio::test]
+async fn in_memory_dead_letters_are_bounded_in_bytes_oldest_first_and_counted() {
+    let folder = Folder::with(&["fail"]);
+    folder.sidecar("fail", "max_payload = \"4MiB\"\n");
+    let node = start(&folder).await;
+    let letters = busbar::driver::default::DEAD_LETTER_BYTES / (4 << 20) + 4;
+    for i in 0..letters {
+        let mut payload = format!("invalid:{i:03}:").into_bytes();
+        payload.resize(4 << 20, b'x');
+        let receipt = node.dispatch("fail", payload).await.expect("accepted");
+        receipt.outcome.expect("outcome").await.expect("finished");
+    }
+    let kept = node.dead_letters().await.expect("listed");
+    let held: usize = kept.iter().map(|l| l.payload.len()).sum();
+    assert!(held <= busbar::driver::default::DEAD_LETTER_BYTES, "{held} bytes kept");
+    let dropped = letters - kept.len();
+    assert!(dropped >= 4, "{dropped} dropped");
+    let first = String::from_utf8_lossy(&kept[0].payload[..12]).to_string();
+    assert_eq!(first, format!("invalid:{dropped:03}:"), "the oldest went first");
+    let counted = format!("busbar_dead_letters_dropped_total{{name=\"fail\"}} {dropped}");
+    assert!(node.metrics_text().contains(&counted), "{}", node.metrics_text());
+}
