@@ -28,6 +28,7 @@ mod nats_dispatch;
 mod reload;
 mod startup;
 mod stats;
+mod timeouts;
 
 use stats::{micros, millis, thousands};
 use std::fmt::Write as _;
@@ -621,6 +622,25 @@ async fn bench_limits(sizes: &Sizes, out: &mut String) -> anyhow::Result<()> {
         on.p99.as_secs_f64() / off.p99.as_secs_f64(),
         on.per_sec / off.per_sec
     );
+    let timeout = Duration::from_secs(1);
+    let _ = writeln!(
+        out,
+        "Timeouts under load: N looping `spin` guests called at once (timeout {} ms, 2 worker threads); how long after its timeout each call ended.\n",
+        timeout.as_millis()
+    );
+    let _ = writeln!(out, "| N | overshoot p50 (ms) | p99 (ms) | max (ms) |\n|---:|---:|---:|---:|");
+    for guests in [1, 8, 64] {
+        let overshoots = timeouts::measure(guests, timeout).await?;
+        let at = |q: f64| overshoots[((overshoots.len() - 1) as f64 * q).round() as usize];
+        let _ = writeln!(
+            out,
+            "| {guests} | {} | {} | {} |",
+            millis(at(0.5)),
+            millis(at(0.99)),
+            millis(overshoots[overshoots.len() - 1])
+        );
+    }
+    let _ = writeln!(out);
     Ok(())
 }
 

@@ -35,9 +35,12 @@ pub const SERVICE_EXPORT: &str = "busbar:handler/service@0.1.0";
 /// The exported interface of a message handler.
 pub const MESSAGE_EXPORT: &str = "busbar:handler/message@0.1.0";
 
-/// How often the epoch advances: a runaway guest is interrupted at most one
-/// tick after its deadline, and a busy guest yields to other tasks every tick.
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// How often the epoch advances: a busy guest yields to other tasks every
+/// tick, and a runaway guest is interrupted at the first tick past its
+/// deadline at which it runs — one tick late while a core is free for it,
+/// about N/W ticks late when N guests loop on W worker threads (64 on 2
+/// cores: at most 33 ms; it was 225 ms with a 5 ms tick, BENCHMARKS.md §7).
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
