@@ -12,6 +12,7 @@
 //! metrics = "127.0.0.1:9090" # `busbar run` serves /metrics, /healthz, /readyz here (default: off)
 //! http = "127.0.0.1:8080"    # `busbar run` serves the HTTP gateway here (default: off)
 //! drain = "30s"             # on SIGTERM/SIGINT, how long in-flight work may take to finish
+//! instances = 1000           # the instance pool: handler instances that may exist at once
 //!
 //! [handlers]                # defaults for every handler; a NAME.toml sidecar overrides
 //! timeout = "5s"
@@ -93,6 +94,9 @@ pub struct NodeConfig {
     /// How long a stopping node waits for in-flight work.
     #[serde(with = "serde_units::duration")]
     pub drain: Duration,
+    /// The instance pool's size: how many handler instances may exist at
+    /// once across all handlers (running, or kept warm for reuse).
+    pub instances: u32,
 }
 
 impl Default for NodeConfig {
@@ -106,6 +110,7 @@ impl Default for NodeConfig {
             metrics: None,
             http: None,
             drain: Duration::from_secs(30),
+            instances: 1000,
         }
     }
 }
@@ -317,6 +322,7 @@ impl Config {
             crate::handlers::sidecar::Policy::from_defaults("", &handlers).check("handlers.")?;
             limits::count_within("handlers.max_depth", handlers.max_depth, 0, limits::MAX_DEPTH)?;
             limits::duration_at_most("node.drain", node.drain, limits::MAX_DRAIN)?;
+            limits::count_within("node.instances", node.instances, 1, limits::MAX_INSTANCES)?;
             Ok(())
         };
         bounded().map_err(|e| ConfigError::new(file, e))?;

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 /// Dead letters kept per hub before the oldest are dropped (with a warning
 /// and a count).
-const DEAD_LETTER_LIMIT: usize = 10_000;
+pub const DEAD_LETTER_LIMIT: usize = 10_000;
 /// Bytes of dead letters (payloads, headers, messages) kept per hub before
 /// the oldest are dropped (with a warning and a count).
 pub const DEAD_LETTER_BYTES: usize = 64 << 20;
@@ -39,6 +39,17 @@ impl DefaultDriver {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// A driver with a hub of its own that keeps at most `count` dead
+    /// letters and `bytes` of them (defaults: [`DEAD_LETTER_LIMIT`] and
+    /// [`DEAD_LETTER_BYTES`]).
+    pub fn with_dead_letter_limits(count: usize, bytes: usize) -> Self {
+        let hub = Hub {
+            dead: Mutex::new(DeadLetters { limit: count, max_bytes: bytes, ..DeadLetters::default() }),
+            ..Hub::default()
+        };
+        Self { hub: Arc::new(hub) }
+    }
 }
 
 #[derive(Default)]
@@ -50,11 +61,18 @@ struct Hub {
     next_id: AtomicU64,
 }
 
-/// The hub's dead letters, oldest first, and their size.
-#[derive(Default)]
+/// The hub's dead letters, oldest first, their size and their limits.
 struct DeadLetters {
     letters: VecDeque<DeadLetter>,
     bytes: usize,
+    limit: usize,
+    max_bytes: usize,
+}
+
+impl Default for DeadLetters {
+    fn default() -> Self {
+        Self { letters: VecDeque::new(), bytes: 0, limit: DEAD_LETTER_LIMIT, max_bytes: DEAD_LETTER_BYTES }
+    }
 }
 
 impl DeadLetters {
@@ -64,13 +82,13 @@ impl DeadLetters {
         letter.payload.len() + headers + letter.failure.message.len() + letter.name.len() + letter.id.len()
     }
 
-    /// Adds `letter`; returns the oldest letters dropped to stay within
-    /// [`DEAD_LETTER_LIMIT`] and [`DEAD_LETTER_BYTES`] (never the new one).
+    /// Adds `letter`; returns the oldest letters dropped to stay within the
+    /// limits (never the new one).
     fn push(&mut self, letter: DeadLetter) -> Vec<DeadLetter> {
         self.bytes += Self::size(&letter);
         self.letters.push_back(letter);
         let mut dropped = Vec::new();
-        while self.letters.len() > 1 && (self.letters.len() > DEAD_LETTER_LIMIT || self.bytes > DEAD_LETTER_BYTES) {
+        while self.letters.len() > 1 && (self.letters.len() > self.limit || self.bytes > self.max_bytes) {
             let Some(old) = self.letters.pop_front() else { break };
             self.bytes -= Self::size(&old);
             dropped.push(old);
@@ -148,13 +166,16 @@ impl Hub {
     /// node that wrote it) counts each one dropped.
     fn dead_letter(&self, letter: DeadLetter, sent: &Inbound) {
         tracing::warn!(name = %letter.name, id = %letter.id, attempts = letter.attempts, "dispatch dead-lettered: {}", letter.failure);
-        let dropped = crate::sync::lock(&self.dead).push(letter);
+        let mut dead = crate::sync::lock(&self.dead);
+        let dropped = dead.push(letter);
+        let (limit, max_bytes) = (dead.limit, dead.max_bytes);
+        drop(dead);
         for old in dropped {
             tracing::warn!(
                 name = %old.name,
                 id = %old.id,
-                "dead letters past {DEAD_LETTER_LIMIT} or {}: dropped the oldest",
-                crate::units::human_bytes(DEAD_LETTER_BYTES as u64)
+                "dead letters past {limit} or {}: dropped the oldest",
+                crate::units::human_bytes(max_bytes as u64)
             );
             sent.dead_letters_dropped(&old.name, 1);
         }

@@ -26,9 +26,10 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// A handler `stem` running `compiled` under `policy`.
-    pub fn new(stem: Arc<str>, compiled: Arc<Compiled>, policy: Policy) -> Self {
-        let gate = Gate::new(policy.concurrency, policy.queue);
+    /// A handler `stem` running `compiled` under `policy`, at most `share`
+    /// at once whatever its `concurrency` (see [`crate::runtime::Runtime::handler_share`]).
+    pub fn new(stem: Arc<str>, compiled: Arc<Compiled>, policy: Policy, share: u32) -> Self {
+        let gate = Gate::new(policy.concurrency.min(share), policy.queue);
         Self { stem, compiled, policy, gate }
     }
 }

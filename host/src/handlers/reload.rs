@@ -159,7 +159,7 @@ fn examine(
         if current.policy == file.policy {
             return (Change::Unchanged, Some(current.clone()));
         }
-        let loaded = Loaded::new(current.stem.clone(), current.compiled.clone(), file.policy);
+        let loaded = Loaded::new(current.stem.clone(), current.compiled.clone(), file.policy, runtime.handler_share());
         return (Change::Policy { version: current.compiled.version.clone() }, Some(Arc::new(loaded)));
     }
     match runtime.load_hashed(&bytes, hash) {
@@ -168,7 +168,7 @@ fn examine(
                 Some(c) => Change::Replaced { from: c.compiled.version.clone(), to: compiled.version.clone() },
                 None => Change::Added { version: compiled.version.clone() },
             };
-            let loaded = Loaded::new(stem.into(), Arc::new(compiled), file.policy);
+            let loaded = Loaded::new(stem.into(), Arc::new(compiled), file.policy, runtime.handler_share());
             (change, Some(Arc::new(loaded)))
         }
         Err(e) => keep(e.to_string()),

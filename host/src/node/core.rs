@@ -170,12 +170,13 @@ impl Core {
                 ),
             ));
         }
-        let _slot = if envelope.waits_for_slot {
-            handler.gate.wait(&handler.stem).await?
+        let (_slot, _instance) = if envelope.waits_for_slot {
+            (handler.gate.wait(&handler.stem).await?, self.runtime.admit(&handler.stem, None).await?)
         } else {
             let own = crate::limits::deadline_in(policy.timeout);
             let deadline = envelope.deadline.map_or(own, |d| d.min(own));
-            handler.gate.enter(&handler.stem, deadline).await?
+            let slot = handler.gate.enter(&handler.stem, deadline).await?;
+            (slot, self.runtime.admit(&handler.stem, Some(deadline)).await?)
         };
         crate::fault::point(Point::Deliver, &route.name);
         let invoke = Invoke {

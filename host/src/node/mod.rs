@@ -272,7 +272,11 @@ impl NodeBuilder {
 
 /// Engine settings derived from a config.
 pub fn runtime_options(config: &Config) -> RuntimeOptions {
-    RuntimeOptions { cache_dir: config.node.cache.clone(), ..RuntimeOptions::default() }
+    RuntimeOptions {
+        cache_dir: config.node.cache.clone(),
+        max_instances: config.node.instances,
+        ..RuntimeOptions::default()
+    }
 }
 
 impl Node {

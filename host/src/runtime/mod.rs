@@ -168,6 +168,10 @@ pub struct Runtime {
     cache: Option<ArtifactCache>,
     idle_budget: Arc<Budget>,
     pool_size: u32,
+    /// Instances that may run at once: the pool's size. (Warm instances
+    /// kept for reuse hold slots too; an instantiation that finds none
+    /// fails as `overloaded`.)
+    running: Arc<tokio::sync::Semaphore>,
     _ticker: EpochTicker,
 }
 
@@ -252,7 +256,8 @@ impl Runtime {
         let ticker = EpochTicker::start(&engine)?;
         // At most a quarter of the pool waits idle in reused instances.
         let idle_budget = Budget::new(options.max_instances as usize / 4);
-        Ok(Self { engine, linker, cache, idle_budget, pool_size: options.max_instances, _ticker: ticker })
+        let running = Arc::new(tokio::sync::Semaphore::new((options.max_instances as usize).max(1)));
+        Ok(Self { engine, linker, cache, idle_budget, pool_size: options.max_instances, running, _ticker: ticker })
     }
 
     /// Validates, compiles (or loads from the cache) and pre-instantiates a
@@ -331,6 +336,40 @@ impl Runtime {
             message,
             idle: Idle::new(self.idle_budget.clone()),
         })
+    }
+
+    /// How many invocations of one handler may run at once, whatever its
+    /// `concurrency`: half the pool, so that one handler never holds every
+    /// instance while others wait.
+    pub fn handler_share(&self) -> u32 {
+        (self.pool_size / 2).max(1)
+    }
+
+    /// Waits for an instance slot, until `deadline` if there is one; the
+    /// permit frees it when dropped. All handlers wait in one line, first
+    /// come first served.
+    pub async fn admit(
+        &self,
+        handler: &str,
+        deadline: Option<Instant>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Failure> {
+        let slot = self.running.clone().acquire_owned();
+        let waited = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), slot).await,
+            None => Ok(slot.await),
+        };
+        match waited {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(Failure::new(FailureClass::Retry, "the node is stopping")),
+            Err(_elapsed) => {
+                Err(pool_full(handler, &format!("all {} instances that may run are running", self.running_slots())))
+            }
+        }
+    }
+
+    /// How many instances may run at once: the pool's size.
+    fn running_slots(&self) -> u32 {
+        self.pool_size.max(1)
     }
 
     /// How many instances may exist at once across all handlers (the pool's size).
@@ -471,9 +510,26 @@ fn timed_out(handler: &str, budget: Duration) -> Failure {
 
 /// Turns a wasmtime error into the failure a caller sees: the cause first;
 /// the wasm backtrace only in the debug log.
+/// No instance could be had for `handler`: retryable, the node's load, never
+/// the guest's fault.
+fn pool_full(handler: &str, why: &str) -> Failure {
+    Failure::new(
+        FailureClass::Overloaded,
+        format!(
+            "handler `{handler}` got no instance: the node's instance pool is full ({why}; `[node] instances` sets its size)"
+        ),
+    )
+}
+
 fn classify(handler: &str, error: &wasmtime::Error, refused: Option<String>, budget: Duration) -> Failure {
     if error.is::<Interrupted>() {
         return timed_out(handler, budget);
+    }
+    // The pool's own limits (memories or tables of many-memory components)
+    // are the node's load: no slot could be had.
+    let text = cause(error);
+    if text.contains("maximum concurrent") && text.contains("limit") {
+        return pool_full(handler, &text);
     }
     tracing::debug!(handler, "trap details: {error:?}");
     if let Some(refused) = refused {

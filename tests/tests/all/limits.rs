@@ -385,22 +385,45 @@ async fn a_dispatch_larger_than_its_targets_max_payload_is_refused_when_sent_not
 #[tokio::test]
 async fn in_memory_dead_letters_are_bounded_in_bytes_oldest_first_and_counted() {
     let folder = Folder::with(&["fail"]);
-    folder.sidecar("fail", "max_payload = \"4MiB\"\n");
-    let node = start(&folder).await;
-    let letters = busbar::driver::default::DEAD_LETTER_BYTES / (4 << 20) + 4;
+    // A hub keeping 1 MiB of dead letters; each letter holds 64 KiB.
+    let hub = busbar::driver::default::DefaultDriver::with_dead_letter_limits(10_000, 1 << 20);
+    let (node, _) = start_on(&hub, &folder, "").await;
+    let letters = 20;
     for i in 0..letters {
         let mut payload = format!("invalid:{i:03}:").into_bytes();
-        payload.resize(4 << 20, b'x');
+        payload.resize(64 << 10, b'x');
         let receipt = node.dispatch("fail", payload).await.expect("accepted");
         receipt.outcome.expect("outcome").await.expect("finished");
     }
     let kept = node.dead_letters().await.expect("listed");
     let held: usize = kept.iter().map(|l| l.payload.len()).sum();
-    assert!(held <= busbar::driver::default::DEAD_LETTER_BYTES, "{held} bytes kept");
+    assert!(held <= 1 << 20, "{held} bytes kept");
     let dropped = letters - kept.len();
     assert!(dropped >= 4, "{dropped} dropped");
     let first = String::from_utf8_lossy(&kept[0].payload[..12]).to_string();
     assert_eq!(first, format!("invalid:{dropped:03}:"), "the oldest went first");
     let counted = format!("busbar_dead_letters_dropped_total{{name=\"fail\"}} {dropped}");
     assert!(node.metrics_text().contains(&counted), "{}", node.metrics_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_handler_cannot_drain_the_instance_pool_and_a_full_pool_is_overloaded_not_a_trap() {
+    let folder = Folder::with(&["slow", "echo"]);
+    folder.sidecar("slow", "timeout = \"10s\"\n");
+    // A pool of 8: one handler may hold at most 4 of its instances.
+    let config = "[node]\ninstances = 8\n";
+    let (node, _) = start_on(&Default::default(), &folder, config).await;
+    let node = std::sync::Arc::new(node);
+    let slow: Vec<_> = (0..10)
+        .map(|_| {
+            let node = node.clone();
+            tokio::spawn(async move { node.call("slow", b"30".to_vec(), Duration::from_secs(30)).await })
+        })
+        .collect();
+    // While `slow` holds all it may, another handler still gets an instance.
+    assert_eq!(call(&node, "echo", "beside").await.as_deref(), Ok(b"beside".as_slice()));
+    for s in slow {
+        let outcome = s.await.expect("caller");
+        assert_eq!(outcome, Ok(b"worked 30 ms".to_vec()), "no call of a handler past its share trapped");
+    }
 }
