@@ -153,6 +153,14 @@ pub async fn start_on(hub: &DefaultDriver, folder: &Folder, config: &str) -> (No
     NodeBuilder::new(config).runtime(runtime()).hub(hub.clone()).start().await.expect("node starts")
 }
 
+/// Like [`start_on`] on a private hub, but with a runtime of the node's own,
+/// built from `config` (the shared one ignores `[node] instances`).
+pub async fn start_own_runtime(folder: &Folder, config: &str) -> (Node, LoadReport) {
+    let mut config = Config::parse(config, Path::new("test.toml")).expect("test config is valid");
+    config.node.handlers = folder.path().to_path_buf();
+    NodeBuilder::new(config).hub(DefaultDriver::new()).start().await.expect("node starts")
+}
+
 /// Why handler `stem` of `folder` is skipped at start once its sidecar says
 /// `sidecar`, under the node config `config` (TOML); fails the test unless
 /// exactly that one file is skipped.
@@ -348,6 +356,24 @@ pub async fn eventually(limit: std::time::Duration, mut check: impl AsyncFnMut()
 /// Requests served for `name` on `node`.
 pub fn served(node: &Node, name: &str) -> u64 {
     node.local_stats().iter().find(|s| s.name == name).map_or(0, |s| s.requests)
+}
+
+/// The value of `series` (a metric's name with its labels, as
+/// `busbar_queue_pending{name="echo"}`) in the Prometheus text `text`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    let prefix = format!("{series} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}
+
+/// The value of `metric{name="NAME"}` in `node`'s metrics.
+pub fn named_metric(node: &Node, metric_name: &str, name: &str) -> Option<f64> {
+    metric(&node.metrics_text(), &format!("{metric_name}{{name=\"{name}\"}}"))
+}
+
+/// Dispatches `node` ran for `name` (failed ones included).
+pub fn dispatched(node: &Node, name: &str) -> u64 {
+    let series = format!("busbar_invocations_total{{name=\"{name}\",mode=\"dispatch\"}}");
+    metric(&node.metrics_text(), &series).map_or(0, |v| v as u64)
 }
 
 /// Hand-written components (WAT) that no guest toolchain makes: a

@@ -412,7 +412,8 @@ impl Node {
 
     /// The node's metrics in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        self.core.metrics.set_idle_instances(self.core.runtime.idle_instances());
+        let runtime = &self.core.runtime;
+        self.core.metrics.set_pool_use(runtime.idle_instances(), runtime.running_instances());
         self.core.metrics.render()
     }
 

@@ -138,6 +138,7 @@ pub struct Metrics {
     host_errors: Counter,
     handlers: Gauge,
     pool_idle: Gauge,
+    pool_running: Gauge,
 }
 
 impl Metrics {
@@ -185,6 +186,11 @@ impl Metrics {
             pool_idle: r.add(
                 "pool_instances_idle",
                 "Instances kept warm for reuse (they hold pool slots)",
+                Gauge::default(),
+            ),
+            pool_running: r.add(
+                "pool_instances_running",
+                "Instances running now (each holds a pool slot; a quarter of the pool is kept for warm ones)",
                 Gauge::default(),
             ),
             series: RwLock::default(),
@@ -287,9 +293,10 @@ impl Metrics {
         self.handlers.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// Sets how many instances wait warm for reuse.
-    pub fn set_idle_instances(&self, n: usize) {
-        self.pool_idle.set(i64::try_from(n).unwrap_or(i64::MAX));
+    /// Sets how many pool instances wait warm for reuse and how many run.
+    pub fn set_pool_use(&self, idle: usize, running: usize) {
+        self.pool_idle.set(i64::try_from(idle).unwrap_or(i64::MAX));
+        self.pool_running.set(i64::try_from(running).unwrap_or(i64::MAX));
     }
 
     /// The metrics in the Prometheus text exposition format (OpenMetrics 1.0).

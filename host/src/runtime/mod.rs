@@ -39,8 +39,10 @@ pub const MESSAGE_EXPORT: &str = "busbar:handler/message@0.1.0";
 /// tick, and a runaway guest is interrupted at the first tick past its
 /// deadline at which it runs — one tick late while a core is free for it,
 /// about N/W ticks late when N guests loop on W worker threads (64 on 2
-/// cores: at most 33 ms; it was 225 ms with a 5 ms tick, BENCHMARKS.md §7).
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// cores: at most 61 ms; 225 ms with a 5 ms tick, BENCHMARKS.md §7). A 1 ms
+/// tick halves that but rotates busy guests through the workers so often
+/// that a neighbour's p99 latency grew 20–80x (`tests/tests/cotenancy.rs`).
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
@@ -254,9 +256,10 @@ impl Runtime {
             None => None,
         };
         let ticker = EpochTicker::start(&engine)?;
-        // At most a quarter of the pool waits idle in reused instances.
+        // At most a quarter of the pool waits idle in reused instances; the
+        // rest may run, so a running invocation always finds a free slot.
         let idle_budget = Budget::new(options.max_instances as usize / 4);
-        let running = Arc::new(tokio::sync::Semaphore::new((options.max_instances as usize).max(1)));
+        let running = Arc::new(tokio::sync::Semaphore::new(running_slots(options.max_instances) as usize));
         Ok(Self { engine, linker, cache, idle_budget, pool_size: options.max_instances, running, _ticker: ticker })
     }
 
@@ -339,10 +342,10 @@ impl Runtime {
     }
 
     /// How many invocations of one handler may run at once, whatever its
-    /// `concurrency`: half the pool, so that one handler never holds every
-    /// instance while others wait.
+    /// `concurrency`: half of those that may run, so that one handler never
+    /// holds every instance while others wait.
     pub fn handler_share(&self) -> u32 {
-        (self.pool_size / 2).max(1)
+        (running_slots(self.pool_size) / 2).max(1)
     }
 
     /// Waits for an instance slot, until `deadline` if there is one; the
@@ -353,6 +356,12 @@ impl Runtime {
         handler: &str,
         deadline: Option<Instant>,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, Failure> {
+        // A free slot is taken without waiting: `acquire` would spend the
+        // task's scheduling budget and, now and then, yield the task behind
+        // busy guests, a few ms of needless latency for a call.
+        if let Ok(permit) = self.running.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
         let slot = self.running.clone().acquire_owned();
         let waited = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), slot).await,
@@ -362,19 +371,20 @@ impl Runtime {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_closed)) => Err(Failure::new(FailureClass::Retry, "the node is stopping")),
             Err(_elapsed) => {
-                Err(pool_full(handler, &format!("all {} instances that may run are running", self.running_slots())))
+                let running = running_slots(self.pool_size);
+                Err(pool_full(handler, &format!("all {running} instances that may run are running")))
             }
         }
-    }
-
-    /// How many instances may run at once: the pool's size.
-    fn running_slots(&self) -> u32 {
-        self.pool_size.max(1)
     }
 
     /// How many instances may exist at once across all handlers (the pool's size).
     pub fn pool_size(&self) -> u32 {
         self.pool_size
+    }
+
+    /// How many instances run now (each holds a pool slot).
+    pub fn running_instances(&self) -> usize {
+        (running_slots(self.pool_size) as usize).saturating_sub(self.running.available_permits())
     }
 
     /// How many instances wait warm for reuse now (each holds a pool slot).
@@ -508,8 +518,12 @@ fn timed_out(handler: &str, budget: Duration) -> Failure {
     )
 }
 
-/// Turns a wasmtime error into the failure a caller sees: the cause first;
-/// the wasm backtrace only in the debug log.
+/// How many instances may run at once in a pool of `pool`: all but the
+/// quarter that may wait warm for reuse.
+fn running_slots(pool: u32) -> u32 {
+    (pool - pool / 4).max(1)
+}
+
 /// No instance could be had for `handler`: retryable, the node's load, never
 /// the guest's fault.
 fn pool_full(handler: &str, why: &str) -> Failure {
@@ -521,6 +535,8 @@ fn pool_full(handler: &str, why: &str) -> Failure {
     )
 }
 
+/// Turns a wasmtime error into the failure a caller sees: the cause first;
+/// the wasm backtrace only in the debug log.
 fn classify(handler: &str, error: &wasmtime::Error, refused: Option<String>, budget: Duration) -> Failure {
     if error.is::<Interrupted>() {
         return timed_out(handler, budget);

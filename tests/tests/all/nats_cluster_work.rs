@@ -7,7 +7,7 @@
 use busbar::Node;
 use busbar::delivery::failure::FailureClass;
 use busbar_tests::cluster::NatsCluster;
-use busbar_tests::support::{Folder, eventually, start_config};
+use busbar_tests::support::{Folder, dispatched, eventually, start_config};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -34,11 +34,6 @@ async fn nodes(cluster: &NatsCluster, folder: &Folder) -> (Vec<Node>, Node) {
 }
 
 /// Dispatch invocations of `name` on `node`.
-fn dispatched(node: &Node, name: &str) -> u64 {
-    let line = format!("busbar_invocations_total{{name=\"{name}\",mode=\"dispatch\"}} ");
-    node.metrics_text().lines().find_map(|l| l.strip_prefix(&line)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
-}
-
 fn all_dispatched(nodes: &[Node], name: &str) -> u64 {
     nodes.iter().map(|n| dispatched(n, name)).sum()
 }

@@ -7,7 +7,9 @@ use busbar::delivery::Request;
 use busbar::delivery::failure::FailureClass;
 use busbar::delivery::{Headers, Mode};
 use busbar_tests::nats::NatsServer;
-use busbar_tests::support::{Folder, eventually, nats_client, nats_config_with, served, start_config, start_nats};
+use busbar_tests::support::{
+    Folder, dispatched, eventually, named_metric, nats_client, nats_config_with, served, start_config, start_nats,
+};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -31,11 +33,6 @@ async fn queue_jobs(server: &NatsServer, name: &str, count: usize) {
 }
 
 /// The value of metric `name{name="…"}` in `text`, if present.
-fn metric(text: &str, metric: &str, name: &str) -> Option<f64> {
-    let prefix = format!("{metric}{{name=\"{name}\"}} ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_bigger_than_admission_drains_with_no_dead_letter_while_calls_compete() {
     let server = NatsServer::start();
@@ -71,25 +68,20 @@ async fn a_backlog_bigger_than_admission_drains_with_no_dead_letter_while_calls_
     }
     assert!(answered > 0, "calls were served beside the backlog");
     assert!(
-        eventually(WAIT, async || dispatched(&node, "echo") >= 2000.0).await,
+        eventually(WAIT, async || dispatched(&node, "echo") >= 2000).await,
         "the backlog did not drain: {} jobs ran",
         dispatched(&node, "echo")
     );
-    assert_eq!(dispatched(&node, "echo"), 2000.0, "every job ran exactly once");
+    assert_eq!(dispatched(&node, "echo"), 2000, "every job ran exactly once");
     assert!(client.dead_letters().await.expect("listed").is_empty(), "no job was dead-lettered");
-    assert_eq!(metric(&node.metrics_text(), "busbar_dead_letters_total", "echo"), None);
+    assert_eq!(named_metric(&node, "busbar_dead_letters_total", "echo"), None);
     assert!(
-        eventually(WAIT, async || metric(&node.metrics_text(), "busbar_queue_pending", "echo") == Some(0.0)).await,
+        eventually(WAIT, async || named_metric(&node, "busbar_queue_pending", "echo") == Some(0.0)).await,
         "the queue is empty"
     );
 }
 
 /// Dispatch invocations of `name` on `node` (`busbar_invocations_total`).
-fn dispatched(node: &busbar::Node, name: &str) -> f64 {
-    let line = format!("busbar_invocations_total{{name=\"{name}\",mode=\"dispatch\"}} ");
-    node.metrics_text().lines().find_map(|l| l.strip_prefix(&line)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatch_published_while_the_server_is_down_is_stored_once_when_it_returns() {
     let mut server = NatsServer::start();
@@ -137,17 +129,17 @@ async fn a_node_says_why_it_stalled_and_takes_work_again_after_a_server_restart(
 
     server.kill9();
     assert!(
-        eventually(WAIT, async || metric(&node.metrics_text(), "busbar_queue_stalled", "echo") == Some(1.0)).await,
+        eventually(WAIT, async || named_metric(&node, "busbar_queue_stalled", "echo") == Some(1.0)).await,
         "the stall shows in the metrics"
     );
     server.restart();
     client.dispatch("echo", b"2".to_vec()).await.expect("accepted after the restart");
     assert!(eventually(WAIT, async || served(&node, "echo") == 2).await, "the node took work again");
     assert!(
-        eventually(WAIT, async || metric(&node.metrics_text(), "busbar_queue_stalled", "echo") == Some(0.0)).await,
+        eventually(WAIT, async || named_metric(&node, "busbar_queue_stalled", "echo") == Some(0.0)).await,
         "the stall ended"
     );
-    assert_eq!(metric(&node.metrics_text(), "busbar_queue_stalls_total", "echo"), Some(1.0));
+    assert_eq!(named_metric(&node, "busbar_queue_stalls_total", "echo"), Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,11 +158,10 @@ async fn dead_letters_past_their_byte_limit_make_room_oldest_first_and_are_count
     };
     for i in 0..10 {
         client.dispatch("fail", letter(i)).await.expect("accepted");
-        let stored = async || metric(&node.metrics_text(), "busbar_dead_letters_total", "fail") == Some(i as f64 + 1.0);
+        let stored = async || named_metric(&node, "busbar_dead_letters_total", "fail") == Some(i as f64 + 1.0);
         assert!(eventually(WAIT, stored).await, "letter {i} was stored");
     }
-    let text = node.metrics_text();
-    let dropped = metric(&text, "busbar_dead_letters_dropped_total", "fail").unwrap_or(0.0) as usize;
+    let dropped = named_metric(&node, "busbar_dead_letters_dropped_total", "fail").unwrap_or(0.0) as usize;
     let kept = client.dead_letters().await.expect("listed");
     assert!(dropped >= 1, "some letters had to make room ({} kept): {}", kept.len(), logs.contents());
     assert_eq!(dropped + kept.len(), 10, "every letter is either kept or counted as dropped");
@@ -196,7 +187,7 @@ async fn dead_letters_older_than_their_age_limit_are_removed_and_counted() {
         eventually(WAIT, async || client.dead_letters().await.is_ok_and(|d| d.is_empty())).await,
         "the old letter was removed"
     );
-    let counted = async || metric(&trimmer.metrics_text(), "busbar_dead_letters_dropped_total", "fail") == Some(1.0);
+    let counted = async || named_metric(&trimmer, "busbar_dead_letters_dropped_total", "fail") == Some(1.0);
     assert!(eventually(WAIT, counted).await, "the trimmer counted it: {}", trimmer.metrics_text());
 }
 
@@ -245,7 +236,7 @@ async fn an_idle_node_keeps_its_pull_requests_alive_without_a_stall() {
     // Idle for longer than two silences: the server's heartbeats keep the
     // pull request known to be alive, so nothing is taken as lost.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert_eq!(metric(&node.metrics_text(), "busbar_queue_stalls_total", "echo"), None, "{}", logs.contents());
+    assert_eq!(named_metric(&node, "busbar_queue_stalls_total", "echo"), None, "{}", logs.contents());
     node.dispatch("echo", b"after idling".to_vec()).await.expect("accepted");
     assert!(eventually(WAIT, async || served(&node, "echo") == 1).await);
 }
