@@ -25,6 +25,7 @@
 //! max_payload = "1MiB"
 //! max_reply = "1MiB"
 //! max_calls = 100           # bus operations one invocation may make
+//! max_pending = 10000       # dispatches to one handler pending at once
 //!
 //! [grants]                  # how far a sidecar's grants may reach (default: nothing beyond the folder)
 //! dirs = ["/srv/data"]      # roots for `[[dirs]]` besides the handlers folder
@@ -145,6 +146,8 @@ pub struct HandlerDefaults {
     pub max_reply: Option<u64>,
     /// Bus operations (call, dispatch, broadcast, rolecast) one invocation may make.
     pub max_calls: u32,
+    /// Dispatches to one handler that may be pending at once.
+    pub max_pending: u32,
 }
 
 impl Default for HandlerDefaults {
@@ -160,6 +163,7 @@ impl Default for HandlerDefaults {
             max_payload: Some(1 << 20),
             max_reply: Some(1 << 20),
             max_calls: 100,
+            max_pending: 10_000,
         }
     }
 }

@@ -37,6 +37,8 @@ pub const MAX_DEPTH: u32 = 64;
 pub const MAX_NAMES: usize = 1000;
 /// The `weight` of a connection.
 pub const MAX_WEIGHT: u32 = 1_000_000;
+/// `max_pending` of a handler, and a node's.
+pub const MAX_PENDING: u32 = 10_000_000;
 /// `[node] instances` (each pool slot reserves address space for its memories).
 pub const MAX_INSTANCES: u32 = 10_000;
 

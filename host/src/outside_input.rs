@@ -55,10 +55,11 @@ const HANDLER_KEYS: &[&str] = &[
     "max_payload",
     "max_reply",
     "max_calls",
+    "max_pending",
     "env",
     "net",
 ];
-const NODE_KEYS: &[&str] = &["project", "id", "handlers", "cache", "watch", "metrics", "http", "drain"];
+const NODE_KEYS: &[&str] = &["project", "id", "handlers", "cache", "watch", "metrics", "http", "drain", "instances"];
 const BUS_KEYS: &[&str] = &["driver", "prefix", "group", "profile", "weight", "setting"];
 const GRANT_KEYS: &[&str] = &["dirs", "net"];
 
@@ -72,6 +73,7 @@ fn assert_bounded(policy: &handlers::Policy) {
     assert!(policy.queue <= limits::MAX_QUEUE && policy.reuse <= limits::MAX_REUSE, "{policy:?}");
     assert!(policy.max_payload <= limits::MAX_MESSAGE && policy.max_reply <= limits::MAX_MESSAGE, "{policy:?}");
     assert!(policy.max_calls <= limits::MAX_CALLS, "{policy:?}");
+    assert!((1..=limits::MAX_PENDING).contains(&policy.max_pending), "{policy:?}");
 }
 
 proptest! {

@@ -14,13 +14,14 @@
 //! | `flood:N` | print N lines to stdout | `flooded` |
 //! | `recurse` | recurse without end | (stack overflow) |
 //! | `sleep:MS` | sleep, i.e. wait in a host call | `slept` |
+//! | `storm:N` | dispatch `storm:N` to its own name N times, then fail | (failed: how many were accepted, refused as `overloaded`, `denied`) |
 //!
 //! A refused attempt comes back as a `failed` failure carrying the error.
 //!
 //! Build: `cargo build --release --target wasm32-wasip2` in `examples/`
 //! (produces `target/wasm32-wasip2/release/hostile.wasm`).
 
-use busbar_guest::{Context, Failure, Service};
+use busbar_guest::{Context, ErrorClass, Failure, Service, bus};
 use wasi::sockets::network::{IpAddress, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
 
 struct Hostile;
@@ -75,7 +76,7 @@ fn number(text: &str) -> Result<u64, Failure> {
 }
 
 impl Service for Hostile {
-    fn handle(_ctx: Context, payload: Vec<u8>) -> Result<Vec<u8>, Failure> {
+    fn handle(ctx: Context, payload: Vec<u8>) -> Result<Vec<u8>, Failure> {
         let text = String::from_utf8(payload).map_err(|_| Failure::invalid("the command is not UTF-8"))?;
         let (command, arg) = text.split_once(':').unwrap_or((text.as_str(), ""));
         match command {
@@ -106,6 +107,18 @@ impl Service for Hostile {
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_millis(number(arg)?));
                 Ok(b"slept".to_vec())
+            }
+            "storm" => {
+                let (mut accepted, mut overloaded, mut denied) = (0, 0, 0);
+                for _ in 0..number(arg)? {
+                    match bus::dispatch(&ctx.name, text.as_bytes()) {
+                        Ok(()) => accepted += 1,
+                        Err(e) if e.class == ErrorClass::Overloaded => overloaded += 1,
+                        Err(e) if e.class == ErrorClass::Denied => denied += 1,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(Failure::failed(format!("storm: {accepted} accepted, {overloaded} overloaded, {denied} denied")))
             }
             other => Err(Failure::invalid(format!("unknown command `{other}`"))),
         }

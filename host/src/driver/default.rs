@@ -2,9 +2,11 @@
 //! same [`DefaultDriver`] value shares one hub, so several nodes can live in
 //! one process (as the tests do). Deliveries follow the seed's semantics:
 //! call with a timeout, dispatch retried in the background on the service's
-//! schedule with exhausted work kept in a dead-letter list, broadcast to every
-//! listener, rolecast to one listener per group. Nothing here survives the
-//! process: durable dispatch is the NATS driver's job.
+//! schedule with exhausted work kept in a dead-letter list (bounded in count
+//! and bytes), broadcast to every listener, rolecast to one listener per
+//! group. Pending dispatches are bounded per name (`max_pending`) and per
+//! node. Nothing here survives the process: durable dispatch is the NATS
+//! driver's job.
 
 use super::{
     Connection, DRAIN, DeadLetter, DispatchOutcome, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec,
@@ -27,6 +29,11 @@ pub const DEAD_LETTER_LIMIT: usize = 10_000;
 /// Bytes of dead letters (payloads, headers, messages) kept per hub before
 /// the oldest are dropped (with a warning and a count).
 pub const DEAD_LETTER_BYTES: usize = 64 << 20;
+
+/// Dispatches one node may have pending (queued, running or between
+/// attempts) on the hub, unless its `[bus] setting max_pending` says
+/// otherwise.
+pub const NODE_MAX_PENDING: u32 = 100_000;
 
 /// The in-process driver. Clone it to connect several nodes to one hub.
 #[derive(Clone, Default)]
@@ -59,6 +66,8 @@ struct Hub {
     cursor: AtomicUsize,
     dead: Mutex<DeadLetters>,
     next_id: AtomicU64,
+    /// Dispatches pending per name.
+    pending: Mutex<FxHashMap<String, u32>>,
 }
 
 /// The hub's dead letters, oldest first, their size and their limits.
@@ -113,6 +122,8 @@ struct Served {
     retry: Arc<[Duration]>,
     /// The handler's `max_payload`.
     max_payload: u64,
+    /// The handler's `max_pending`.
+    max_pending: u32,
 }
 
 /// One connection's presence on the hub.
@@ -165,7 +176,10 @@ impl Hub {
     /// Keeps `letter`, dropping the oldest past the limits; `sent` (the
     /// node that wrote it) counts each one dropped.
     fn dead_letter(&self, letter: DeadLetter, sent: &Inbound) {
-        tracing::warn!(name = %letter.name, id = %letter.id, attempts = letter.attempts, "dispatch dead-lettered: {}", letter.failure);
+        if let Some(left_out) = crate::ops::lograte::line("dead-lettered", &letter.name) {
+            let (name, id, attempts) = (&letter.name, &letter.id, letter.attempts);
+            tracing::warn!(%name, %id, attempts, "dispatch dead-lettered: {}{left_out}", letter.failure);
+        }
         let mut dead = crate::sync::lock(&self.dead);
         let dropped = dead.push(letter);
         let (limit, max_bytes) = (dead.limit, dead.max_bytes);
@@ -232,6 +246,36 @@ impl Hub {
     }
 }
 
+/// A dispatch counted as pending, for its name on the hub and for the node
+/// that sent it, until dropped (when its outcome is known).
+struct Pending {
+    hub: Arc<Hub>,
+    /// The sending node, whose `busbar_queue_pending` shows the count.
+    inbound: Inbound,
+    /// Empty while only the node's count holds it.
+    name: String,
+    node: Arc<AtomicUsize>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.node.fetch_sub(1, Ordering::AcqRel);
+        if self.name.is_empty() {
+            return;
+        }
+        let mut pending = crate::sync::lock(&self.hub.pending);
+        let left = pending.get_mut(&self.name).map_or(0, |n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        if left == 0 {
+            pending.remove(&self.name);
+        }
+        drop(pending);
+        self.inbound.queue_state(&self.name, None, Some(u64::from(left)));
+    }
+}
+
 /// A dispatch the hub runs.
 struct Dispatch {
     id: String,
@@ -250,9 +294,7 @@ impl DefaultDriver {
         config: &ConnectionConfig,
         inbound: Inbound,
     ) -> Result<Arc<DefaultConnection>, DriverError> {
-        if let Some(key) = config.setting.keys().next() {
-            return Err(DriverError::Setting(format!("`{key}` is unknown: the default driver takes no settings")));
-        }
+        let max_pending = node_max_pending(&config.setting)?;
         let member = Arc::new(Member {
             id: self.hub.next_id.fetch_add(1, Ordering::Relaxed),
             group: config.group.clone(),
@@ -260,8 +302,38 @@ impl DefaultDriver {
             services: RwLock::default(),
             messages: RwLock::default(),
         });
-        Ok(Arc::new(DefaultConnection { hub: self.hub.clone(), member, tasks: TaskTracker::new() }))
+        Ok(Arc::new(DefaultConnection {
+            hub: self.hub.clone(),
+            member,
+            tasks: TaskTracker::new(),
+            pending: Arc::default(),
+            max_pending,
+        }))
     }
+}
+
+/// The default driver's one setting, `max_pending` (dispatches one node
+/// may have pending; [`NODE_MAX_PENDING`] unless set).
+fn node_max_pending(setting: &toml::Table) -> Result<u32, DriverError> {
+    let mut max = NODE_MAX_PENDING;
+    for (key, value) in setting {
+        if key != "max_pending" {
+            return Err(DriverError::Setting(format!(
+                "`{key}` is unknown: the default driver takes one setting, `max_pending`"
+            )));
+        }
+        max = value
+            .as_integer()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| (1..=crate::limits::MAX_PENDING).contains(n))
+            .ok_or_else(|| {
+                DriverError::Setting(format!(
+                    "`max_pending` must be a whole number from 1 to {}, not {value}",
+                    crate::limits::MAX_PENDING
+                ))
+            })?;
+    }
+    Ok(max)
 }
 
 #[async_trait::async_trait]
@@ -278,11 +350,54 @@ pub(crate) struct DefaultConnection {
     /// Events and dispatches this connection sent and that still run, so
     /// `close` can let them finish.
     tasks: TaskTracker,
+    /// Dispatches this node sent that are pending, and how many may be.
+    pending: Arc<AtomicUsize>,
+    max_pending: u32,
 }
 
 impl DefaultConnection {
     fn leave(&self) {
         crate::sync::write(&self.hub.members).retain(|m| m.id != self.member.id);
+    }
+
+    /// Counts one more dispatch to `name` as pending, unless `name` already
+    /// has `max` pending or this node its own maximum: then the dispatch is
+    /// refused as `overloaded`, so no storm of dispatches can grow the
+    /// process without bound.
+    fn reserve(&self, name: &str, max: u32) -> Result<Pending, Failure> {
+        let sent = self.pending.fetch_add(1, Ordering::AcqRel);
+        // Counts for the node now; for `name` once that is counted too.
+        let mut counted = Pending {
+            hub: self.hub.clone(),
+            inbound: self.member.inbound.clone(),
+            name: String::new(),
+            node: self.pending.clone(),
+        };
+        if sent >= self.max_pending as usize {
+            return Err(Failure::new(
+                FailureClass::Overloaded,
+                format!(
+                    "this node already has {} dispatches pending on the in-process bus, its maximum (`[bus] setting max_pending`); the dispatch to `{name}` was not queued — send it again later",
+                    self.max_pending
+                ),
+            ));
+        }
+        let mut pending = crate::sync::lock(&self.hub.pending);
+        let count = pending.entry(name.to_string()).or_default();
+        if *count >= max {
+            return Err(Failure::new(
+                FailureClass::Overloaded,
+                format!(
+                    "`{name}` already has {max} dispatches pending, its `max_pending`; the dispatch was not queued — send it again later"
+                ),
+            ));
+        }
+        *count += 1;
+        let now = u64::from(*count);
+        drop(pending);
+        self.member.inbound.queue_state(name, None, Some(now));
+        counted.name = name.to_string();
+        Ok(counted)
     }
 
     /// Calls the service `request` names on a node serving it, in turn.
@@ -321,7 +436,11 @@ impl Connection for DefaultConnection {
     }
 
     async fn register_service(&self, name: &str, spec: &ServiceSpec) -> Result<(), DriverError> {
-        let served = Served { retry: spec.retry.as_slice().into(), max_payload: spec.max_payload };
+        let served = Served {
+            retry: spec.retry.as_slice().into(),
+            max_payload: spec.max_payload,
+            max_pending: spec.max_pending,
+        };
         crate::sync::write(&self.member.services).insert(name.into(), served);
         Ok(())
     }
@@ -349,7 +468,7 @@ impl Connection for DefaultConnection {
         let Request { name, payload, headers, .. } = request;
         let member = self.hub.pick(Kind::Service, &name).ok_or_else(|| Failure::not_found(&name))?;
         let served = crate::sync::read(&member.services).get(name.as_str()).cloned();
-        let Some(Served { retry, max_payload }) = served else { return Err(Failure::not_found(&name)) };
+        let Some(Served { retry, max_payload, max_pending }) = served else { return Err(Failure::not_found(&name)) };
         let size = payload.len() as u64;
         if size > max_payload {
             return Err(Failure::new(
@@ -361,13 +480,16 @@ impl Connection for DefaultConnection {
                 ),
             ));
         }
+        let pending = self.reserve(&name, max_pending)?;
         let id = format!("d{}", self.hub.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let hub = self.hub.clone();
         let dispatch = Dispatch { id: id.clone(), name, payload, headers, retry };
         let job = hub.run_dispatch(self.member.inbound.clone(), dispatch);
         self.tasks.spawn(async move {
-            let _ = tx.send(job.await);
+            let outcome = job.await;
+            drop(pending);
+            let _ = tx.send(outcome);
         });
         Ok(Receipt { id, outcome: Some(rx) })
     }

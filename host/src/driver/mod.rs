@@ -170,6 +170,10 @@ pub struct ServiceSpec {
     /// a dispatch is sent refuses a larger one there, as `invalid`, rather
     /// than queuing work that can only be refused.
     pub max_payload: u64,
+    /// How many dispatches to the handler may be pending (queued, running or
+    /// between attempts) at once: a driver that can count them refuses one
+    /// more as `overloaded` at the dispatching call.
+    pub max_pending: u32,
 }
 
 /// Event fan-out.

@@ -63,6 +63,7 @@ impl Route {
             timeout: policy.timeout,
             concurrency: policy.concurrency,
             max_payload: policy.max_payload,
+            max_pending: policy.max_pending,
         }
     }
 }

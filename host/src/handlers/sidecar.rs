@@ -36,6 +36,9 @@ pub struct Policy {
     pub max_reply: u64,
     /// Bus operations one invocation may make.
     pub max_calls: u32,
+    /// Dispatches to this handler that may wait (queued, running or between
+    /// attempts) at once; past it a dispatch is refused as `overloaded`.
+    pub max_pending: u32,
     /// What the handler may reach.
     pub grants: Arc<Grants>,
 }
@@ -54,6 +57,7 @@ impl Policy {
             max_payload: defaults.max_payload.unwrap_or(limits::MAX_MESSAGE),
             max_reply: defaults.max_reply.unwrap_or(limits::MAX_MESSAGE),
             max_calls: defaults.max_calls,
+            max_pending: defaults.max_pending,
             grants: Arc::default(),
         }
     }
@@ -84,6 +88,7 @@ impl Policy {
         limits::size_at_most(&key("max_payload"), self.max_payload, limits::MAX_MESSAGE)?;
         limits::size_at_most(&key("max_reply"), self.max_reply, limits::MAX_MESSAGE)?;
         limits::count_within(&key("max_calls"), self.max_calls, 0, limits::MAX_CALLS)?;
+        limits::count_within(&key("max_pending"), self.max_pending, 1, limits::MAX_PENDING)?;
         Ok(())
     }
 }
@@ -132,6 +137,7 @@ struct Sidecar {
     #[serde(default, with = "serde_units::opt_size")]
     max_reply: Option<u64>,
     max_calls: Option<u32>,
+    max_pending: Option<u32>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
@@ -213,6 +219,7 @@ pub fn policy(stem: &str, sidecar: &Path, rules: &Rules) -> Result<Policy, Confi
         max_payload: side.max_payload.unwrap_or(base.max_payload),
         max_reply: side.max_reply.unwrap_or(base.max_reply),
         max_calls: side.max_calls.unwrap_or(base.max_calls),
+        max_pending: side.max_pending.unwrap_or(base.max_pending),
         grants: Arc::default(),
     };
     policy.check("").map_err(|e| ConfigError::new(sidecar, e))?;

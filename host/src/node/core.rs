@@ -147,7 +147,11 @@ impl Core {
             let _entered = span.enter();
             match &result {
                 Ok(_) => tracing::debug!(outcome, ?elapsed, "invocation ok"),
-                Err(f) => tracing::info!(outcome, ?elapsed, "invocation failed: {}", f.message),
+                Err(f) => {
+                    if let Some(left_out) = crate::ops::lograte::line("invocation failed", &route.name) {
+                        tracing::info!(outcome, ?elapsed, "invocation failed: {}{left_out}", f.message);
+                    }
+                }
             }
         }
         result

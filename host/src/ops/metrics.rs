@@ -162,7 +162,7 @@ impl Metrics {
             reloads: r.add("reloads", reloads, Family::default()),
             queue_pending: r.add(
                 "queue_pending",
-                "Dispatches waiting in the durable queue, as the last one this node took reported",
+                "Dispatches waiting in the queue: on NATS as the last one this node took reported; on the in-process bus all pending (queued, running or between attempts) as this node last changed them",
                 Family::default(),
             ),
             queue_stalled: r.add(

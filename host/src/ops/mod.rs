@@ -3,6 +3,7 @@
 //! the serve lifecycle of `busbar run` (listeners, signals, drain).
 
 pub mod http;
+pub mod lograte;
 pub mod metrics;
 pub mod serve;
 pub mod trace;

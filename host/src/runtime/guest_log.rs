@@ -1,6 +1,8 @@
 //! Guest stdout and stderr, turned into `tracing` events tagged with the
 //! handler name, one event per line. Output past a per-invocation cap is
-//! dropped with one note, so a chatty guest cannot flood the node's log.
+//! dropped with one note, and past a per-handler budget over time
+//! ([`crate::ops::lograte`]) it is left out with a count, so a chatty guest
+//! cannot flood the node's log.
 
 use bytes::Bytes;
 use std::io;
@@ -69,7 +71,9 @@ impl Lines {
         }
         if taken.len() < bytes.len() && room > 0 {
             self.flush();
-            tracing::warn!(target: "busbar::guest", handler = &*self.handler, "guest output past {CAP} bytes dropped for this invocation");
+            if let Some(left_out) = crate::ops::lograte::line("output capped", &self.handler) {
+                tracing::warn!(target: "busbar::guest", handler = &*self.handler, "guest output past {CAP} bytes dropped for this invocation{left_out}");
+            }
         }
     }
 
@@ -81,6 +85,14 @@ impl Lines {
     }
 
     fn emit(&self, line: &[u8]) {
+        let stream = match self.stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        };
+        let Some(left_out) = crate::ops::lograte::output(stream, &self.handler, line.len().max(1)) else { return };
+        if left_out.0 > 0 {
+            tracing::warn!(target: "busbar::guest", handler = &*self.handler, stream, "{} lines of {stream} left out of the log: past the handler's {} per {:?}", left_out.0, crate::units::human_bytes(crate::ops::lograte::OUTPUT_BYTES), crate::ops::lograte::WINDOW);
+        }
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
         match self.stream {

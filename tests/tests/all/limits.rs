@@ -5,8 +5,8 @@
 use busbar::{FailureClass, Node};
 use busbar_tests::support::TEST_TIMEOUT;
 use busbar_tests::support::{
-    Folder, SERVICE_LIFT, capture_logs, core_handle, eventually, metric, refusal, service_component, start, start_on,
-    start_own_runtime, start_watching,
+    Folder, SERVICE_LIFT, capture_logs, core_handle, eventually, metric, named_metric, refusal, service_component,
+    start, start_on, start_own_runtime, start_watching,
 };
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -411,4 +411,73 @@ async fn a_pool_out_of_memories_fails_an_instantiation_as_overloaded_not_as_a_tr
     }
     classes.sort_by_key(|c| c.to_string());
     assert_eq!(classes, [FailureClass::Overloaded, FailureClass::Timeout, FailureClass::Timeout]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatches_past_a_handlers_or_the_nodes_max_pending_are_refused_when_sent() {
+    let folder = Folder::with(&["slow"]);
+    folder.add("slow", "slow2");
+    folder.sidecar("slow", "max_pending = 3\nconcurrency = 1\n");
+    // This node may have 5 dispatches pending in all.
+    let (node, _) = start_on(&Default::default(), &folder, "[bus]\nsetting = { max_pending = 5 }\n").await;
+    let mut receipts = Vec::new();
+    for _ in 0..3 {
+        receipts.push(node.dispatch("slow", b"300".to_vec()).await.expect("within slow's max_pending"));
+    }
+    let refused = node.dispatch("slow", b"300".to_vec()).await.expect_err("slow has 3 pending");
+    assert_eq!(refused.class, FailureClass::Overloaded, "{refused}");
+    assert!(refused.message.contains("`slow` already has 3 dispatches pending, its `max_pending`"), "{refused}");
+    for _ in 0..2 {
+        receipts.push(node.dispatch("slow2", b"300".to_vec()).await.expect("within the node's max_pending"));
+    }
+    let refused = node.dispatch("slow2", b"300".to_vec()).await.expect_err("the node has 5 pending");
+    assert_eq!(refused.class, FailureClass::Overloaded, "{refused}");
+    assert!(refused.message.contains("this node already has 5 dispatches pending"), "{refused}");
+    for receipt in receipts {
+        let outcome = receipt.outcome.expect("outcome").await.expect("finished");
+        assert_eq!(outcome.result, Ok(b"worked 300 ms".to_vec()), "every accepted dispatch ran");
+    }
+    assert!(node.dispatch("slow", b"1".to_vec()).await.is_ok(), "room again once they ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_storm_ends_at_the_depth_limit_with_its_pending_dispatches_bounded() {
+    // `storm:20` dispatches itself 20 times and fails: unbounded, 20 to the
+    // power of `max_depth` (8) invocations and as many dead letters.
+    let logs = capture_logs();
+    let started = Instant::now();
+    let folder = Folder::with(&[]);
+    folder.add("hostile", "storm");
+    folder.sidecar("storm", "max_pending = 50\n");
+    let node = start(&folder).await;
+    node.dispatch("storm", b"storm:20".to_vec()).await.expect("accepted");
+    let pending = || named_metric(&node, "busbar_queue_pending", "storm");
+    let seen_max = std::sync::atomic::AtomicU64::new(0);
+    let over = eventually(Duration::from_secs(60), async || {
+        let now = pending().unwrap_or(1.0);
+        seen_max.fetch_max(now as u64, std::sync::atomic::Ordering::Relaxed);
+        now == 0.0
+    })
+    .await;
+    let ran = busbar_tests::support::served(&node, "storm");
+    assert!(over, "the storm has not ended: {ran} invocations so far");
+    assert!(seen_max.into_inner() <= 50, "more than max_pending were pending");
+    let letters = node.dead_letters().await.expect("listed");
+    let said = |what: &str| {
+        letters.iter().any(|l| l.failure.message.contains(what) && !l.failure.message.contains(&format!(" 0 {what}")))
+    };
+    assert!(said("overloaded"), "no dispatch was refused past max_pending");
+    assert!(said("denied"), "no chain reached the depth limit");
+    assert!(ran < 20_000, "{ran} invocations");
+    // Every dead letter is counted, but past 100 a handler's dead-letter
+    // lines are left out of the log (with a count), for each 10 s window.
+    let text = logs.contents();
+    let logged = text.lines().filter(|l| l.contains("dispatch dead-lettered") && l.contains("name=storm")).count();
+    let windows = started.elapsed().as_secs() / busbar::ops::lograte::WINDOW.as_secs() + 1;
+    let budget = busbar::ops::lograte::LINES * windows;
+    eprintln!("storm: {ran} invocations, {} dead letters kept, {logged} logged", letters.len());
+    assert!(letters.len() as u64 > budget, "the storm was too small to test the log's budget");
+    assert!(logged as u64 <= budget, "{logged} dead-letter lines logged");
+    let said = "more `dead-lettered` lines of handler `storm` than its budget: they are left out of the log";
+    assert!(text.contains(said), "no note that lines were left out");
 }

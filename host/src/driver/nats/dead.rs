@@ -29,7 +29,9 @@ pub(super) async fn bury(
     attempts: u32,
     failure: &Failure,
 ) -> Result<(), String> {
-    tracing::warn!(%name, attempts, "dispatch dead-lettered: {failure}");
+    if let Some(left_out) = crate::ops::lograte::line("dead-lettered", name) {
+        tracing::warn!(%name, attempts, "dispatch dead-lettered: {failure}{left_out}");
+    }
     let mut map = wire::failure_headers(failure);
     for (k, v) in wire::headers_from(msg.headers.as_ref()) {
         map.append(k.as_str(), v.as_str());
