@@ -360,10 +360,17 @@ async fn bench_startup(
     cache: &std::path::Path,
     out: &mut String,
 ) -> anyhow::Result<()> {
-    let cold = startup::start_once(folder, cache, n).await?;
+    let cold = startup::start_once(folder, cache, n, None).await?;
     anyhow::ensure!(cold.report.cached == 0, "the cold start found {} cached artifacts", cold.report.cached);
-    let warm = startup::start_once(folder, cache, n).await?;
+    let warm = startup::start_once(folder, cache, n, None).await?;
     let ratio = cold.elapsed.as_secs_f64() / warm.elapsed.as_secs_f64();
+    // `busbar run` compiles in child processes: a cold start that way, on an
+    // empty cache of its own.
+    let (bin, label) = memory::binary()?;
+    let worker_cache = tempfile::tempdir()?;
+    let in_workers = startup::start_once(folder, worker_cache.path(), n, Some(&bin)).await?;
+    anyhow::ensure!(in_workers.report.cached == 0, "the worker start found cached artifacts");
+    let worker_ratio = in_workers.elapsed.as_secs_f64() / cold.elapsed.as_secs_f64();
     let _ = writeln!(out, "### 2. Node start-up with {n} handlers\n");
     let _ = writeln!(
         out,
@@ -372,7 +379,14 @@ async fn bench_startup(
     let _ = writeln!(out, "| start | artifacts from cache | time to serving (ms) |\n|---|---:|---:|");
     let _ = writeln!(out, "| cold (empty cache) | {} / {n} | {} |", cold.report.cached, millis(cold.elapsed));
     let _ = writeln!(out, "| warm (same cache dir) | {} / {n} | {} |", warm.report.cached, millis(warm.elapsed));
-    let _ = writeln!(out, "| **cold / warm** | | **{ratio:.1}x** |\n");
+    let _ = writeln!(
+        out,
+        "| cold, each handler compiled in a compile worker (as `busbar run` does; {label}) | {} / {n} | {} |",
+        in_workers.report.cached,
+        millis(in_workers.elapsed)
+    );
+    let _ = writeln!(out, "| **cold / warm** | | **{ratio:.1}x** |");
+    let _ = writeln!(out, "| **cold in workers / cold in process** | | **{worker_ratio:.2}x** |\n");
     targets_table(
         out,
         &[

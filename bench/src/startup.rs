@@ -70,14 +70,19 @@ pub struct Start {
     pub report: LoadReport,
 }
 
-/// Starts a node on `folder` with a fresh runtime and artifact cache `cache`,
-/// calls `h000-echo`, checks that all `n` handlers loaded, and stops it.
-pub async fn start_once(folder: &Path, cache: &Path, n: usize) -> anyhow::Result<Start> {
+/// Starts a node on `folder` with a fresh runtime and artifact cache `cache`
+/// (compiling in child processes of `worker`, the `busbar` binary, if
+/// given), calls `h000-echo`, checks that all `n` handlers loaded, and stops it.
+pub async fn start_once(folder: &Path, cache: &Path, n: usize, worker: Option<&Path>) -> anyhow::Result<Start> {
     let mut config = Config::default();
     config.node.handlers = folder.to_path_buf();
     config.node.cache = Some(cache.to_path_buf());
     let started = Instant::now();
-    let (node, report) = NodeBuilder::new(config).hub(DefaultDriver::new()).start().await?;
+    let mut builder = NodeBuilder::new(config).hub(DefaultDriver::new());
+    if let Some(program) = worker {
+        builder = builder.compile_worker(program.to_path_buf());
+    }
+    let (node, report) = builder.start().await?;
     let reply = node.call(&handler_name(0), b"ping".to_vec(), Duration::from_secs(5)).await;
     let elapsed = started.elapsed();
     node.stop().await;

@@ -162,6 +162,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compile the component on stdin to a precompiled artifact on stdout,
+    /// under limits (what a node runs to compile a handler).
+    #[command(name = "compile-worker", hide = true)]
+    CompileWorker(crate::runtime::compiler::WorkerArgs),
 }
 
 /// `busbar config` actions.
@@ -243,6 +247,9 @@ fn host<E: std::fmt::Display>(e: E) -> Exit {
 
 /// Runs the CLI; returns the process exit code.
 pub async fn main(cli: Cli) -> ExitCode {
+    if let Command::CompileWorker(args) = &cli.command {
+        return crate::runtime::compiler::run_worker(args);
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Exit { code, message }) => {
@@ -295,10 +302,15 @@ fn load_config(cli: &Cli) -> Result<Config, Exit> {
 async fn start(cli: &Cli) -> Result<Node, Exit> {
     let config = load_config(cli)?;
     let serve = config.connections.iter().all(|c| c.driver == "default");
-    let builder = NodeBuilder::new(config);
+    let builder = NodeBuilder::new(config).compile_worker(this_program()?);
     let builder = if serve { builder } else { builder.client() };
     let (node, _) = builder.start().await.map_err(host)?;
     Ok(node)
+}
+
+/// This `busbar` binary, which also runs the compile workers.
+fn this_program() -> Result<PathBuf, Exit> {
+    std::env::current_exe().map_err(|e| Exit { code: 1, message: format!("cannot find the busbar binary itself: {e}") })
 }
 
 fn read_payload(payload: &Option<String>) -> Result<Vec<u8>, Exit> {
@@ -328,7 +340,8 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             let config = load_config(&cli)?;
             let bar = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let progress = if bar { progress::Display::Bar } else { progress::Display::Lines };
-            let options = crate::ops::serve::Options { metrics: *metrics, http: *http, progress };
+            let compile_worker = Some(this_program()?);
+            let options = crate::ops::serve::Options { metrics: *metrics, http: *http, progress, compile_worker };
             crate::ops::serve::run(config, options, shutdown, |_| {}).await.map_err(host)
         }
         Command::Call { name, payload, timeout } => {
@@ -390,7 +403,9 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             sent?;
             Ok(())
         }
-        Command::Check { file, json } => check(file, *json),
+        Command::Check { file, json } => check(&cli, file, *json),
+        // `main` runs it before anything else.
+        Command::CompileWorker(_) => Err(Exit { code: 2, message: "`compile-worker` is busbar's own".into() }),
         Command::New { name, lang, dir, sdk } => {
             let dir = dir.clone().unwrap_or_else(|| PathBuf::from(name));
             let project = Project { name: name.clone(), lang: *lang, dir, sdk: sdk.clone() };
@@ -513,8 +528,16 @@ async fn on_the_bus<T>(
     answer.map_err(host)
 }
 
-fn check(file: &Path, json: bool) -> Result<(), Exit> {
-    let runtime = Runtime::new(&Default::default()).map_err(host)?;
+/// Compiles `file` as a node would (in a compile worker, under the config's
+/// limits, without the artifact cache) and says what it is.
+fn check(cli: &Cli, file: &Path, json: bool) -> Result<(), Exit> {
+    let config = load_config(cli)?;
+    let options = crate::runtime::RuntimeOptions {
+        cache_dir: None,
+        compiler: crate::node::worker(&config, this_program()?),
+        ..crate::node::runtime_options(&config)
+    };
+    let runtime = Runtime::new(&options).map_err(host)?;
     let started = Instant::now();
     let compiled = runtime
         .load_file(file)

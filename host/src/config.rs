@@ -13,6 +13,9 @@
 //! http = "127.0.0.1:8080"    # `busbar run` serves the HTTP gateway here (default: off)
 //! drain = "30s"             # on SIGTERM/SIGINT, how long in-flight work may take to finish
 //! instances = 1000           # the instance pool: handler instances that may exist at once
+//! max_handler_size = "64MiB" # larger handler files are refused
+//! compile_memory = "1GiB"    # `busbar run` compiles each handler in a child process
+//! compile_timeout = "120s"   #   with at most this memory and time
 //!
 //! [handlers]                # defaults for every handler; a NAME.toml sidecar overrides
 //! timeout = "5s"
@@ -98,6 +101,27 @@ pub struct NodeConfig {
     /// The instance pool's size: how many handler instances may exist at
     /// once across all handlers (running, or kept warm for reuse).
     pub instances: u32,
+    /// The largest handler file loaded, in bytes.
+    #[serde(with = "serde_units::opt_size")]
+    pub max_handler_size: Option<u64>,
+    /// The most memory `busbar run`'s compile worker may use for one handler.
+    #[serde(with = "serde_units::opt_size")]
+    pub compile_memory: Option<u64>,
+    /// The longest `busbar run`'s compile worker may take for one handler.
+    #[serde(with = "serde_units::duration")]
+    pub compile_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// `max_handler_size` in bytes.
+    pub fn max_handler_size(&self) -> u64 {
+        self.max_handler_size.unwrap_or(limits::DEFAULT_HANDLER_SIZE)
+    }
+
+    /// `compile_memory` in bytes.
+    pub fn compile_memory(&self) -> u64 {
+        self.compile_memory.unwrap_or(limits::DEFAULT_COMPILE_MEMORY)
+    }
 }
 
 impl Default for NodeConfig {
@@ -112,6 +136,9 @@ impl Default for NodeConfig {
             http: None,
             drain: Duration::from_secs(30),
             instances: 1000,
+            max_handler_size: Some(limits::DEFAULT_HANDLER_SIZE),
+            compile_memory: Some(limits::DEFAULT_COMPILE_MEMORY),
+            compile_timeout: limits::DEFAULT_COMPILE_TIMEOUT,
         }
     }
 }
@@ -327,6 +354,14 @@ impl Config {
             limits::count_within("handlers.max_depth", handlers.max_depth, 0, limits::MAX_DEPTH)?;
             limits::duration_at_most("node.drain", node.drain, limits::MAX_DRAIN)?;
             limits::count_within("node.instances", node.instances, 1, limits::MAX_INSTANCES)?;
+            limits::size_within("node.max_handler_size", node.max_handler_size(), 1 << 10, limits::MAX_HANDLER_SIZE)?;
+            limits::size_within("node.compile_memory", node.compile_memory(), 64 << 20, limits::MAX_COMPILE_MEMORY)?;
+            limits::duration_within(
+                "node.compile_timeout",
+                node.compile_timeout,
+                Duration::from_secs(1),
+                limits::MAX_COMPILE_TIMEOUT,
+            )?;
             Ok(())
         };
         bounded().map_err(|e| ConfigError::new(file, e))?;

@@ -19,6 +19,21 @@ pub const MAX_RETRY_DELAY: Duration = MAX_DURATION;
 pub const MAX_RETRIES: usize = 100;
 /// `[node] drain`.
 pub const MAX_DRAIN: Duration = Duration::from_secs(3600);
+/// `[node] max_handler_size` by default: room for a Python or JavaScript
+/// component (18 and 12 MB for `echo`) with libraries of its own.
+pub const DEFAULT_HANDLER_SIZE: u64 = 64 << 20;
+/// `[node] max_handler_size` at most.
+pub const MAX_HANDLER_SIZE: u64 = 1 << 30;
+/// `[node] compile_memory` by default: compiling the Python or the
+/// JavaScript `echo` peaks at 360–390 MiB; the 7 MB compile bomb of the
+/// tests (300,000 functions) at 1.6 GiB.
+pub const DEFAULT_COMPILE_MEMORY: u64 = 1 << 30;
+/// `[node] compile_memory` at most.
+pub const MAX_COMPILE_MEMORY: u64 = 64 << 30;
+/// `[node] compile_timeout` by default.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+/// `[node] compile_timeout` at most.
+pub const MAX_COMPILE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// A handler's `memory` (the engine's own ceiling for a linear memory).
 pub const MAX_MEMORY: u64 = 4 << 30;
 /// `max_payload` and `max_reply` (the gateway reads bodies up to this size too).
@@ -61,6 +76,26 @@ pub fn size_at_most(key: &str, value: u64, max: u64) -> Result<u64, String> {
         return Err(too_large(key, &crate::units::human_bytes(value), &crate::units::human_bytes(max)));
     }
     Ok(value)
+}
+
+/// `value` bytes of `key`, if they lie in `min..=max`.
+pub fn size_within(key: &str, value: u64, min: u64, max: u64) -> Result<u64, String> {
+    if value < min {
+        return Err(format!(
+            "`{key}` is {}; it must be at least {}",
+            crate::units::human_bytes(value),
+            crate::units::human_bytes(min)
+        ));
+    }
+    size_at_most(key, value, max)
+}
+
+/// `value` of `key`, if it lies in `min..=max`.
+pub fn duration_within(key: &str, value: Duration, min: Duration, max: Duration) -> Result<Duration, String> {
+    if value < min {
+        return Err(format!("`{key}` is {}; it must be at least {}", format_duration(value), format_duration(min)));
+    }
+    duration_at_most(key, value, max)
 }
 
 /// `value` of `key`, if it lies in `min..=max`.

@@ -59,7 +59,20 @@ const HANDLER_KEYS: &[&str] = &[
     "env",
     "net",
 ];
-const NODE_KEYS: &[&str] = &["project", "id", "handlers", "cache", "watch", "metrics", "http", "drain", "instances"];
+const NODE_KEYS: &[&str] = &[
+    "project",
+    "id",
+    "handlers",
+    "cache",
+    "watch",
+    "metrics",
+    "http",
+    "drain",
+    "instances",
+    "max_handler_size",
+    "compile_memory",
+    "compile_timeout",
+];
 const BUS_KEYS: &[&str] = &["driver", "prefix", "group", "profile", "weight", "setting"];
 const GRANT_KEYS: &[&str] = &["dirs", "net"];
 
@@ -141,6 +154,10 @@ proptest! {
         if let Ok(config) = Config::parse_with_env(&text, Path::new("fuzz.toml"), |_| None) {
             assert_bounded(&handlers::Policy::from_defaults("x", &config.handlers));
             prop_assert!(config.node.drain <= limits::MAX_DRAIN);
+            prop_assert!((1..=limits::MAX_INSTANCES).contains(&config.node.instances));
+            prop_assert!(config.node.max_handler_size() <= limits::MAX_HANDLER_SIZE);
+            prop_assert!(config.node.compile_memory() <= limits::MAX_COMPILE_MEMORY);
+            prop_assert!(config.node.compile_timeout <= limits::MAX_COMPILE_TIMEOUT);
             prop_assert!(config.handlers.max_depth <= limits::MAX_DEPTH);
             prop_assert!(config.connections.iter().all(|c| c.weight <= limits::MAX_WEIGHT));
         }

@@ -7,7 +7,7 @@
 use crate::handlers::folder as handlers;
 use crate::handlers::registry::Loaded;
 use crate::handlers::sidecar::Rules;
-use crate::runtime::{Runtime, content_hash};
+use crate::runtime::{LoadError, Runtime, content_hash};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
@@ -50,13 +50,30 @@ enum Wasm {
 }
 
 impl Wasm {
-    fn read(path: &Path) -> Self {
-        match std::fs::read(path) {
-            Ok(bytes) => {
+    /// Reads `path`, unless it is larger than `max` bytes (checked before
+    /// reading, and while reading, for a file still growing).
+    fn read(path: &Path, max: u64) -> Self {
+        use std::io::Read;
+        let opened = std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
+        let (size, file) = match opened {
+            Ok(opened) => opened,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || path.is_dir() => return Wasm::Missing,
+            Err(e) => return Wasm::Unreadable(format!("cannot read it: {e}")),
+        };
+        if path.is_dir() {
+            return Wasm::Missing;
+        }
+        let too_large = |size| Wasm::Unreadable(LoadError::TooLarge { size, max }.to_string());
+        if size > max {
+            return too_large(size);
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        match file.take(max.saturating_add(1)).read_to_end(&mut bytes) {
+            Ok(_) if bytes.len() as u64 > max => too_large(bytes.len() as u64),
+            Ok(_) => {
                 let hash = content_hash(&bytes);
                 Wasm::Read(bytes, hash)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound || path.is_dir() => Wasm::Missing,
             Err(e) => Wasm::Unreadable(format!("cannot read it: {e}")),
         }
     }
@@ -218,7 +235,7 @@ fn examine_stem(
     set: &HandlerSet,
     stem: &str,
 ) -> (Change, Option<Arc<Loaded>>, String) {
-    let wasm = Wasm::read(&dir.join(format!("{stem}.wasm")));
+    let wasm = Wasm::read(&dir.join(format!("{stem}.wasm")), runtime.max_file_size());
     let seen = fingerprint(dir, stem, &wasm);
     if set.rejected.get(stem) == Some(&seen) {
         // The very files rejected last time: nothing new to say.

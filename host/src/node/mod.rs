@@ -137,6 +137,8 @@ pub struct NodeBuilder {
     metrics: Option<Arc<Metrics>>,
     /// How the start-up load shows its progress.
     progress: progress::Display,
+    /// The `busbar` binary that compiles handlers in a child process, if any.
+    compile_worker: Option<std::path::PathBuf>,
 }
 
 impl NodeBuilder {
@@ -151,7 +153,17 @@ impl NodeBuilder {
             watch: false,
             metrics: None,
             progress: progress::Display::default(),
+            compile_worker: None,
         }
+    }
+
+    /// Compiles handlers in child processes of `program` (the `busbar`
+    /// binary, run as `busbar compile-worker`) under `[node] compile_memory`
+    /// and `compile_timeout`, instead of in this process. Applies when the
+    /// node builds its own runtime (not with [`NodeBuilder::runtime`]).
+    pub fn compile_worker(mut self, program: std::path::PathBuf) -> Self {
+        self.compile_worker = Some(program);
+        self
     }
 
     /// Makes a client: it connects and sends, but loads no handlers, serves
@@ -209,7 +221,13 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<(Node, LoadReport), StartError> {
         let runtime = match self.runtime {
             Some(r) => r,
-            None => Arc::new(Runtime::new(&runtime_options(&self.config))?),
+            None => {
+                let mut options = runtime_options(&self.config);
+                if let Some(program) = self.compile_worker.clone() {
+                    options.compiler = worker(&self.config, program);
+                }
+                Arc::new(Runtime::new(&options)?)
+            }
         };
         let metrics = self.metrics.unwrap_or_else(|| Arc::new(Metrics::new(u64::from(runtime.pool_size()))));
         let handlers = Handlers::new(
@@ -275,8 +293,18 @@ pub fn runtime_options(config: &Config) -> RuntimeOptions {
     RuntimeOptions {
         cache_dir: config.node.cache.clone(),
         max_instances: config.node.instances,
+        max_file_size: config.node.max_handler_size(),
         ..RuntimeOptions::default()
     }
+}
+
+/// Compiling in child processes of `program` under `config`'s limits.
+pub fn worker(config: &Config, program: std::path::PathBuf) -> crate::runtime::compiler::Compiler {
+    crate::runtime::compiler::Compiler::Worker(crate::runtime::compiler::WorkerLimits {
+        program,
+        memory: config.node.compile_memory(),
+        timeout: config.node.compile_timeout,
+    })
 }
 
 impl Node {

@@ -26,6 +26,9 @@ pub struct Options {
     pub http: Option<SocketAddr>,
     /// How the start-up load shows its progress.
     pub progress: progress::Display,
+    /// The `busbar` binary that compiles handlers in child processes
+    /// ([`NodeBuilder::compile_worker`]); `None` compiles in this process.
+    pub compile_worker: Option<std::path::PathBuf>,
 }
 
 /// Why serving ended badly.
@@ -76,7 +79,10 @@ pub async fn run(
     }
     let started = Instant::now();
     let watch = config.node.watch;
-    let builder = NodeBuilder::new(config).watch(watch).progress(options.progress).metrics(metrics);
+    let mut builder = NodeBuilder::new(config).watch(watch).progress(options.progress).metrics(metrics);
+    if let Some(program) = options.compile_worker {
+        builder = builder.compile_worker(program);
+    }
     let (node, report) = builder.start().await?;
     tracing::info!(
         handlers = report.loaded.len(),

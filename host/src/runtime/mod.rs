@@ -6,6 +6,7 @@
 
 mod bindings;
 mod cache;
+pub mod compiler;
 mod grants;
 mod guest_log;
 mod sandbox;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use warm::{Budget, Idle, Warm};
-use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 
 /// The exported interface of a service handler.
@@ -53,11 +54,21 @@ pub struct RuntimeOptions {
     pub max_instances: u32,
     /// Largest linear memory any handler may be granted.
     pub max_memory: u64,
+    /// Largest handler file loaded, in bytes.
+    pub max_file_size: u64,
+    /// Where components are compiled.
+    pub compiler: compiler::Compiler,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        Self { cache_dir: None, max_instances: 1000, max_memory: 4 << 30 }
+        Self {
+            cache_dir: None,
+            max_instances: 1000,
+            max_memory: 4 << 30,
+            max_file_size: crate::limits::DEFAULT_HANDLER_SIZE,
+            compiler: compiler::Compiler::InProcess,
+        }
     }
 }
 
@@ -95,6 +106,18 @@ pub enum LoadError {
         "a core WebAssembly module, not a component; build it for `wasm32-wasip2` or, for a `wasm32-wasi` module (C), turn it into one with `busbar guest componentize`"
     )]
     CoreModule,
+    /// Larger than the node loads.
+    #[error(
+        "the file is {}, larger than the {} this node loads (`[node] max_handler_size`)",
+        crate::units::human_bytes(*size),
+        crate::units::human_bytes(*max)
+    )]
+    TooLarge {
+        /// The file's size.
+        size: u64,
+        /// The most the node loads.
+        max: u64,
+    },
     /// wasmtime refused to compile it.
     #[error("does not compile: {0}")]
     Compile(String),
@@ -170,10 +193,11 @@ pub struct Runtime {
     cache: Option<ArtifactCache>,
     idle_budget: Arc<Budget>,
     pool_size: u32,
-    /// Instances that may run at once: the pool's size. (Warm instances
-    /// kept for reuse hold slots too; an instantiation that finds none
-    /// fails as `overloaded`.)
+    /// Instances that may run at once: the pool less the quarter kept for
+    /// warm instances (see [`running_slots`]).
     running: Arc<tokio::sync::Semaphore>,
+    /// The settings it was built with (the compile worker gets them too).
+    options: RuntimeOptions,
     _ticker: EpochTicker,
 }
 
@@ -260,7 +284,16 @@ impl Runtime {
         // rest may run, so a running invocation always finds a free slot.
         let idle_budget = Budget::new(options.max_instances as usize / 4);
         let running = Arc::new(tokio::sync::Semaphore::new(running_slots(options.max_instances) as usize));
-        Ok(Self { engine, linker, cache, idle_budget, pool_size: options.max_instances, running, _ticker: ticker })
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            idle_budget,
+            pool_size: options.max_instances,
+            running,
+            options: options.clone(),
+            _ticker: ticker,
+        })
     }
 
     /// Validates, compiles (or loads from the cache) and pre-instantiates a
@@ -272,6 +305,10 @@ impl Runtime {
     /// [`Runtime::load`] of `bytes` whose [`content_hash`] the caller has
     /// already computed.
     pub fn load_hashed(&self, bytes: &[u8], hash: String) -> Result<Compiled, LoadError> {
+        let size = bytes.len() as u64;
+        if size > self.options.max_file_size {
+            return Err(LoadError::TooLarge { size, max: self.options.max_file_size });
+        }
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
             Some([0, b'a', b's', b'm', ..]) => {}
@@ -280,8 +317,7 @@ impl Runtime {
         let (component, cached) = match self.cache.as_ref().and_then(|c| c.get(&self.engine, &hash)) {
             Some(component) => (component, true),
             None => {
-                let component =
-                    Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                let component = self.options.compiler.compile(&self.engine, &self.options, bytes)?;
                 if let Some(cache) = &self.cache {
                     cache.put(&hash, &component);
                 }
@@ -375,6 +411,11 @@ impl Runtime {
                 Err(pool_full(handler, &format!("all {running} instances that may run are running")))
             }
         }
+    }
+
+    /// The largest handler file this runtime loads, in bytes.
+    pub fn max_file_size(&self) -> u64 {
+        self.options.max_file_size
     }
 
     /// How many instances may exist at once across all handlers (the pool's size).

@@ -5,6 +5,7 @@
 
 mod bounds;
 mod cli;
+mod compile;
 mod config;
 mod deliveries;
 mod embedding;

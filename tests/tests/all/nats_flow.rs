@@ -81,7 +81,6 @@ async fn a_backlog_bigger_than_admission_drains_with_no_dead_letter_while_calls_
     );
 }
 
-/// Dispatch invocations of `name` on `node` (`busbar_invocations_total`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatch_published_while_the_server_is_down_is_stored_once_when_it_returns() {
     let mut server = NatsServer::start();
@@ -239,4 +238,40 @@ async fn an_idle_node_keeps_its_pull_requests_alive_without_a_stall() {
     assert_eq!(named_metric(&node, "busbar_queue_stalls_total", "echo"), None, "{}", logs.contents());
     node.dispatch("echo", b"after idling".to_vec()).await.expect("accepted");
     assert!(eventually(WAIT, async || served(&node, "echo") == 1).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_past_the_queues_max_pending_is_refused_as_overloaded_at_once() {
+    let server = NatsServer::start();
+    let folder = Folder::with(&["slow"]);
+    folder.sidecar("slow", "concurrency = 1\ntimeout = \"10s\"\n");
+    let config = nats_config_with(&server.url(), "a", "max_pending = 3");
+    let (node, _) = start_config(&config, &folder, false).await.expect("node starts");
+    for _ in 0..3 {
+        node.dispatch("slow", b"3000".to_vec()).await.expect("the queue has room");
+    }
+    let started = Instant::now();
+    let refused = node.dispatch("slow", b"3000".to_vec()).await.expect_err("the queue holds 3");
+    assert_eq!(refused.class, FailureClass::Overloaded, "{refused}");
+    assert!(refused.message.contains("already holds its maximum of 3 dispatches"), "{refused}");
+    assert!(started.elapsed() < Duration::from_secs(2), "refused after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_to_a_served_name_past_its_max_pending_is_refused_as_overloaded() {
+    let server = NatsServer::start();
+    let folder = Folder::with(&["slow"]);
+    folder.sidecar("slow", "concurrency = 1\nmax_pending = 2\ntimeout = \"10s\"\n");
+    let (node, _) = start_nats(&server.url(), &folder, "a", "", "").await;
+    node.dispatch("slow", b"1500".to_vec()).await.expect("accepted");
+    // The node runs one at a time: these three wait in the queue, and the
+    // next job it takes says so.
+    for _ in 0..3 {
+        node.dispatch("slow", b"1500".to_vec()).await.expect("the node has not seen them yet");
+    }
+    let seen = async || named_metric(&node, "busbar_queue_pending", "slow").unwrap_or(0.0) >= 2.0;
+    assert!(eventually(WAIT, seen).await, "the node never saw the jobs waiting");
+    let refused = node.dispatch("slow", b"1500".to_vec()).await.expect_err("past slow's max_pending");
+    assert_eq!(refused.class, FailureClass::Overloaded, "{refused}");
+    assert!(refused.message.contains("its `max_pending` is 2"), "{refused}");
 }

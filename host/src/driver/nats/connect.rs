@@ -49,6 +49,7 @@ pub(super) struct Settings {
     dead_max_age: Option<Duration>,
     #[serde(default, with = "crate::units::serde_units::opt_size")]
     dead_max_bytes: Option<u64>,
+    max_pending: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +86,7 @@ impl Settings {
             replicas: self.replicas.unwrap_or(defaults.replicas),
             dead_max_age: self.dead_max_age.unwrap_or(defaults.dead_max_age),
             dead_max_bytes: self.dead_max_bytes.unwrap_or(defaults.dead_max_bytes),
+            max_pending: self.max_pending.unwrap_or(defaults.max_pending),
         };
         keeping.check().map_err(DriverError::Setting)?;
         Ok(keeping)

@@ -37,6 +37,27 @@ const PUBLISH_RETRY_WITHIN: Duration = Duration::from_secs(100);
 const FIRST_PUBLISH_BACKOFF: Duration = Duration::from_millis(25);
 const MAX_PUBLISH_BACKOFF: Duration = Duration::from_millis(500);
 
+/// Refuses a dispatch to a name this node serves while the queue holds
+/// the handler's `max_pending` jobs for it, as the last job this node took
+/// said (a count that lags by the jobs taken since: the bound is close,
+/// not exact; the queue's own `max_pending` is exact).
+fn refuse_past_max_pending(conn: &NatsConnection, name: &str) -> Result<(), Failure> {
+    let Some(max) = crate::sync::lock(&conn.services).get(name).map(|s| u64::from(s.max_pending)) else {
+        return Ok(());
+    };
+    let waiting = crate::sync::lock(&conn.waiting).get(name).copied().unwrap_or(0);
+    if waiting < max {
+        return Ok(());
+    }
+    Err(Failure::new(
+        FailureClass::Overloaded,
+        format!(
+            "`{name}` already has {waiting} dispatches waiting in the queue, its `max_pending` is {max}; \
+             the dispatch was not queued — send it again later"
+        ),
+    ))
+}
+
 /// Queues a dispatch; returns once JetStream has stored it. A refusal that
 /// may pass (a leader election, a lost connection, a full queue) is
 /// retried with the same `Nats-Msg-Id`, so the server stores it once, until
@@ -44,6 +65,7 @@ const MAX_PUBLISH_BACKOFF: Duration = Duration::from_millis(500);
 pub(super) async fn enqueue(conn: &NatsConnection, request: Request) -> Result<Receipt, Failure> {
     use async_nats::jetstream::context::PublishErrorKind as K;
     let Request { name, payload, headers, timeout } = request;
+    refuse_past_max_pending(conn, &name)?;
     let id = nuid::next().to_string();
     let mut map = wire::headers_to(&headers);
     map.insert(wire::MSG_ID, id.as_str());
@@ -63,6 +85,17 @@ pub(super) async fn enqueue(conn: &NatsConnection, request: Request) -> Result<R
                 return Err(Failure::new(
                     FailureClass::Invalid,
                     format!("JetStream did not accept the dispatch to `{name}`: {e}"),
+                ));
+            }
+            // The queue holds its `max_pending`: waiting would not empty it.
+            Ok(Err(e)) if e.to_string().contains("maximum messages exceeded") => {
+                return Err(Failure::new(
+                    FailureClass::Overloaded,
+                    format!(
+                        "the work queue {} already holds its maximum of {} dispatches (`[bus] setting max_pending`); \
+                         the dispatch to `{name}` was not queued — send it again later",
+                        conn.wire.queue_stream, conn.keeping.max_pending
+                    ),
                 ));
             }
             Ok(Err(e)) => e.to_string(),

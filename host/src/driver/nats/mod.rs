@@ -83,6 +83,7 @@ impl Driver for NatsDriver {
             profile: config.profile.clone(),
             inbound,
             services: Mutex::default(),
+            waiting: Mutex::default(),
             messages: Mutex::default(),
             serving: Mutex::default(),
             started: AtomicBool::new(false),
@@ -153,6 +154,9 @@ pub(crate) struct NatsConnection {
     profile: String,
     inbound: Inbound,
     services: Mutex<BTreeMap<String, ServiceSpec>>,
+    /// Jobs waiting in the queue for each name served, as the last job this
+    /// node took said: what bounds a served name's `max_pending` here.
+    waiting: Mutex<HashMap<String, u64>>,
     messages: Mutex<BTreeSet<String>>,
     /// The subscriptions and consumer of each name served, ended by
     /// cancelling its token (a child of `cancel`).

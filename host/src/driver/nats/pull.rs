@@ -201,6 +201,13 @@ impl Puller {
             let job = async_nats::jetstream::Message { message: msg, context: self.conn.js.clone() };
             if let Ok(info) = job.info() {
                 self.conn.inbound.queue_state(&self.name, None, Some(info.pending));
+                let mut waiting = crate::sync::lock(&self.conn.waiting);
+                match waiting.get_mut(&self.name) {
+                    Some(count) => *count = info.pending,
+                    None => {
+                        waiting.insert(self.name.clone(), info.pending);
+                    }
+                }
             }
             let (conn, name) = (self.conn.clone(), self.name.clone());
             serving.spawn(&self.conn, async move {

@@ -3,8 +3,9 @@
 //! dead letters (`<P>_DEAD`, subjects `dead.<prefix>>`), each with
 //! `replicas` copies. At connect a missing stream is created; one that
 //! exists with other settings is updated where JetStream allows it
-//! (subjects, replicas, the dead letters' byte limit), and refused with
-//! what differs where it does not (retention, storage).
+//! (subjects, replicas, the queue's message limit, the dead letters' byte
+//! limit), and refused with what differs where it does not (retention,
+//! storage).
 
 use super::DriverError;
 use super::wire::Wire;
@@ -12,7 +13,7 @@ use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, Storag
 use std::time::Duration;
 
 /// How the streams are kept (`[bus] setting` keys `replicas`,
-/// `dead_max_age`, `dead_max_bytes`).
+/// `dead_max_age`, `dead_max_bytes`, `max_pending`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Keeping {
     /// Copies of each stream and consumer, on as many servers (1 to 5).
@@ -22,6 +23,9 @@ pub(crate) struct Keeping {
     /// The dead letters' size on the server; the oldest go (counted) to
     /// make room for a new one.
     pub dead_max_bytes: u64,
+    /// Dispatches the work queue holds at most; past it a dispatch is
+    /// refused as `overloaded` when sent.
+    pub max_pending: u64,
 }
 
 /// The default `replicas`: one, which every server can hold. A cluster of
@@ -39,9 +43,19 @@ pub(crate) const DEFAULT_DEAD_MAX_BYTES: u64 = 1 << 30;
 /// dropped, counted and logged at error level).
 pub(crate) const MIN_DEAD_MAX_BYTES: u64 = 1 << 20;
 
+/// The default `max_pending` of the work queue: a million dispatches.
+pub(crate) const DEFAULT_MAX_PENDING: u64 = 1_000_000;
+/// The largest `max_pending`.
+pub(crate) const MAX_MAX_PENDING: u64 = 1_000_000_000;
+
 impl Default for Keeping {
     fn default() -> Self {
-        Self { replicas: DEFAULT_REPLICAS, dead_max_age: DEFAULT_DEAD_MAX_AGE, dead_max_bytes: DEFAULT_DEAD_MAX_BYTES }
+        Self {
+            replicas: DEFAULT_REPLICAS,
+            dead_max_age: DEFAULT_DEAD_MAX_AGE,
+            dead_max_bytes: DEFAULT_DEAD_MAX_BYTES,
+            max_pending: DEFAULT_MAX_PENDING,
+        }
     }
 }
 
@@ -56,6 +70,9 @@ impl Keeping {
                 "`dead_max_age` must be more than 0 and at most {}d",
                 MAX_DEAD_MAX_AGE.as_secs() / 86400
             ));
+        }
+        if !(1..=MAX_MAX_PENDING).contains(&self.max_pending) {
+            return Err(format!("`max_pending` is {}; it must be 1 to {MAX_MAX_PENDING}", self.max_pending));
         }
         if self.dead_max_bytes < MIN_DEAD_MAX_BYTES {
             return Err(format!(
@@ -93,7 +110,12 @@ pub(super) async fn ensure(
         num_replicas: keeping.replicas,
         ..Default::default()
     };
-    let queue = base(&wire.queue_stream, wire.queue_all(), RetentionPolicy::WorkQueue);
+    let queue = stream::Config {
+        // Full is refused: the dispatching call gets `overloaded`.
+        max_messages: i64::try_from(keeping.max_pending).unwrap_or(i64::MAX),
+        discard: DiscardPolicy::New,
+        ..base(&wire.queue_stream, wire.queue_all(), RetentionPolicy::WorkQueue)
+    };
     let dead = stream::Config {
         // Full is refused, not trimmed silently: busbar removes the oldest
         // letters itself, and counts them.
@@ -184,6 +206,15 @@ async fn ensure_one(
     }
     let limits_differ =
         update.max_bytes != wanted.max_bytes || update.discard != wanted.discard || !update.max_age.is_zero();
+    if wanted.retention == RetentionPolicy::WorkQueue
+        && (update.max_messages != wanted.max_messages || update.discard != wanted.discard)
+    {
+        changes.push(format!(
+            "max messages {} → {} (discard new: a full queue refuses a dispatch as `overloaded`)",
+            update.max_messages, wanted.max_messages
+        ));
+        (update.max_messages, update.discard) = (wanted.max_messages, wanted.discard);
+    }
     if wanted.retention == RetentionPolicy::Limits && limits_differ {
         changes.push(format!(
             "max bytes {} → {} (discard new; busbar removes and counts the oldest)",

@@ -1,0 +1,117 @@
+//! Compile bombs: a node compiles handler files in a child process (the
+//! `busbar` binary as `compile-worker`) under `[node] compile_memory` and
+//! `compile_timeout`, and refuses files past `max_handler_size`, so that a
+//! file made to exhaust the compiler costs the node neither memory nor its
+//! other handlers.
+
+use busbar_tests::support::{
+    Folder, SERVICE_LIFT, TEST_TIMEOUT, core_handle, service_component, start_own_runtime, wait_within,
+};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A 7 MB component of `functions` tiny functions: compiling 300,000 of
+/// them takes wasmtime about 1.6 GiB and 9–26 s on a 2-core machine.
+fn compile_bomb(functions: usize) -> Vec<u8> {
+    let mut core = String::with_capacity(functions * 40);
+    for i in 0..functions {
+        core.push_str(&format!("(func $f{i} (result i32) i32.const {i})\n"));
+    }
+    core.push_str(&core_handle("unreachable"));
+    service_component("", &core, "", SERVICE_LIFT)
+}
+
+/// `busbar run` serving `folder` under `config`, until it says it serves;
+/// returns the child, the start-up log and the directory of its config
+/// and artifact cache.
+fn run_node(folder: &Folder, config: &str) -> (std::process::Child, Vec<String>, tempfile::TempDir) {
+    let home = tempfile::tempdir().expect("tempdir");
+    let config_file = home.path().join("busbar.toml");
+    std::fs::write(&config_file, config).expect("config written");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .arg("--config")
+        .arg(&config_file)
+        .arg("--handlers")
+        .arg(folder.path())
+        .arg("run")
+        .env("RUST_LOG", "busbar=info")
+        .env("XDG_CACHE_HOME", home.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("busbar runs");
+    let lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut log = Vec::new();
+    for line in lines.map_while(Result::ok) {
+        let serving = line.contains("serving");
+        log.push(line);
+        if serving {
+            break;
+        }
+    }
+    (child, log, home)
+}
+
+/// The peak resident memory of process `pid`, in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib << 10
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    if wait_within(&mut child, Duration::from_secs(10)).is_none() {
+        panic!("busbar did not stop within 10 s of SIGTERM");
+    }
+}
+
+#[test]
+fn a_compile_bomb_is_refused_for_memory_while_the_node_stays_small() {
+    let folder = Folder::with(&["echo"]);
+    folder.write("bomb.wasm", &compile_bomb(300_000));
+    let (child, log, _home) = run_node(&folder, "[node]\ncompile_memory = \"512MiB\"\n");
+    let peak = peak_memory(child.id());
+    stop(child);
+    let refused = log.iter().find(|l| l.contains("bomb")).unwrap_or_else(|| panic!("no word of the bomb: {log:#?}"));
+    assert!(
+        refused.contains("compiling it needed more than 512 MiB, the compile worker's limit (`[node] compile_memory`)"),
+        "{refused}"
+    );
+    assert!(log.iter().any(|l| l.contains("serving")), "{log:#?}");
+    eprintln!("node peak {} MiB; {refused}", peak >> 20);
+    assert!(peak < 256 << 20, "the node itself grew to {} MiB", peak >> 20);
+}
+
+#[test]
+fn a_compile_bomb_is_stopped_at_the_compile_timeout() {
+    let folder = Folder::with(&["echo"]);
+    folder.write("bomb.wasm", &compile_bomb(300_000));
+    let started = Instant::now();
+    let (child, log, _home) = run_node(&folder, "[node]\ncompile_memory = \"8GiB\"\ncompile_timeout = \"1s\"\n");
+    let took = started.elapsed();
+    stop(child);
+    let refused = log.iter().find(|l| l.contains("bomb")).unwrap_or_else(|| panic!("no word of the bomb: {log:#?}"));
+    assert!(refused.contains("compiling it took longer than 1s, the compile worker's limit"), "{refused}");
+    assert!(took < Duration::from_secs(30), "the start took {took:?}");
+}
+
+#[tokio::test]
+async fn a_handler_file_past_max_handler_size_is_refused_before_it_is_read() {
+    let folder = Folder::with(&["echo", "greet"]);
+    std::fs::write(folder.path().join("big.wasm"), vec![0u8; 2 << 20]).expect("written");
+    // A runtime of the node's own: the tests' shared one has the default limit.
+    let (node, report) = start_own_runtime(&folder, "[node]\nmax_handler_size = \"1MiB\"\n").await;
+    let skipped: Vec<_> = report.skipped.iter().map(|s| (s.path.clone(), s.reason.clone())).collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        skipped[0].1.contains("the file is 2 MiB, larger than the 1 MiB this node loads (`[node] max_handler_size`)"),
+        "{skipped:?}"
+    );
+    let reply = node.call("greet", b"small".to_vec(), TEST_TIMEOUT).await;
+    assert_eq!(reply.as_deref(), Ok(b"hello, small".as_slice()));
+}
