@@ -308,8 +308,15 @@ async fn start(cli: &Cli) -> Result<Node, Exit> {
     Ok(node)
 }
 
-/// This `busbar` binary, which also runs the compile workers.
+/// This `busbar` binary, which also runs the compile workers. On Linux
+/// `/proc/self/exe`: the very binary this process runs, even after an
+/// upgrade replaced the file at its path (a newer busbar's artifacts would
+/// not load into this one's engine).
 fn this_program() -> Result<PathBuf, Exit> {
+    let running = Path::new("/proc/self/exe");
+    if running.exists() {
+        return Ok(running.to_path_buf());
+    }
     std::env::current_exe().map_err(|e| Exit { code: 1, message: format!("cannot find the busbar binary itself: {e}") })
 }
 

@@ -8,6 +8,7 @@ use busbar_tests::support::{
     Folder, SERVICE_LIFT, TEST_TIMEOUT, core_handle, service_component, start_own_runtime, wait_within,
 };
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,14 +23,29 @@ fn compile_bomb(functions: usize) -> Vec<u8> {
     service_component("", &core, "", SERVICE_LIFT)
 }
 
+/// The rest of a child's log, line by line.
+type Log = std::io::Lines<BufReader<std::process::ChildStderr>>;
+
 /// `busbar run` serving `folder` under `config`, until it says it serves;
 /// returns the child, the start-up log and the directory of its config
 /// and artifact cache.
 fn run_node(folder: &Folder, config: &str) -> (std::process::Child, Vec<String>, tempfile::TempDir) {
     let home = tempfile::tempdir().expect("tempdir");
+    let (child, log, _rest) = run_node_of(Path::new(env!("CARGO_BIN_EXE_busbar")), folder, config, &home);
+    (child, log, home)
+}
+
+/// [`run_node`] of the binary `program`, its config and cache in `home`;
+/// also returns the rest of its log.
+fn run_node_of(
+    program: &Path,
+    folder: &Folder,
+    config: &str,
+    home: &tempfile::TempDir,
+) -> (std::process::Child, Vec<String>, Log) {
     let config_file = home.path().join("busbar.toml");
     std::fs::write(&config_file, config).expect("config written");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_busbar"))
+    let mut child = Command::new(program)
         .arg("--config")
         .arg(&config_file)
         .arg("--handlers")
@@ -40,16 +56,16 @@ fn run_node(folder: &Folder, config: &str) -> (std::process::Child, Vec<String>,
         .stderr(Stdio::piped())
         .spawn()
         .expect("busbar runs");
-    let lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let mut log = Vec::new();
-    for line in lines.map_while(Result::ok) {
+    for line in lines.by_ref().map_while(Result::ok) {
         let serving = line.contains("serving");
         log.push(line);
         if serving {
             break;
         }
     }
-    (child, log, home)
+    (child, log, lines)
 }
 
 /// The peak resident memory of process `pid`, in bytes.
@@ -114,4 +130,30 @@ async fn a_handler_file_past_max_handler_size_is_refused_before_it_is_read() {
     );
     let reply = node.call("greet", b"small".to_vec(), TEST_TIMEOUT).await;
     assert_eq!(reply.as_deref(), Ok(b"hello, small".as_slice()));
+}
+
+#[test]
+fn a_node_whose_binary_was_replaced_on_disk_still_compiles_new_handlers() {
+    // An upgrade replaces the binary while the node runs: its compile
+    // workers must still be the running binary (artifacts of another
+    // wasmtime build would not load).
+    let home = tempfile::tempdir().expect("tempdir");
+    let program = home.path().join("busbar");
+    std::fs::copy(env!("CARGO_BIN_EXE_busbar"), &program).expect("binary copied");
+    let folder = Folder::with(&["echo"]);
+    let (child, _log, rest) = run_node_of(&program, &folder, "[node]\nwatch = true\n", &home);
+    std::fs::remove_file(&program).expect("binary removed");
+    std::fs::write(&program, b"#!/bin/sh\nexit 99\n").expect("another file in its place");
+    std::fs::copy(busbar_tests::support::guest("greet"), folder.path().join("greet.wasm")).expect("greet added");
+    let (found, word) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let line = rest
+            .map_while(Result::ok)
+            .find(|l| l.contains("greet") && (l.contains("handler added") || l.contains("rejected")));
+        let _ = found.send(line);
+    });
+    let added = word.recv_timeout(Duration::from_secs(60)).ok().flatten();
+    stop(child);
+    let added = added.expect("no word of greet");
+    assert!(added.contains("handler added"), "{added}");
 }
