@@ -8,6 +8,8 @@
 //! node. Nothing here survives the process: durable dispatch is the NATS
 //! driver's job.
 
+pub mod state;
+
 use super::{
     Connection, DRAIN, DeadLetter, DispatchOutcome, Driver, DriverError, Fanout, Inbound, Receipt, ServiceSpec,
 };
