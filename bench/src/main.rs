@@ -10,7 +10,7 @@
 //! runs one contender of benchmark 1 alone (`--small-pool` shrinks both
 //! engines' pools so that valgrind can map them);
 //! `--profile nats-call-busbar|native|busbar-client|native-floor|native-floor-reused [REQUESTS]`
-//! and `--profile nats-dispatch-busbar|native|native-work [JOBS]` run one
+//! and `--profile nats-dispatch-busbar|native|native-work|default-durable|default-memory [JOBS]` run one
 //! contender of benchmark 4 or 5 alone.
 //! Progress goes to stderr, the results to stdout. `--as-busbar ARGS…` runs
 //! the `busbar` command line instead (benchmark 6 restarts it as a process).
@@ -509,7 +509,7 @@ async fn bench_nats_call(plan: nats_call::Plan, out: &mut String) -> anyhow::Res
 
 async fn bench_nats_dispatch(plan: nats_dispatch::Plan, out: &mut String) -> anyhow::Result<()> {
     let totals = nats_dispatch::measure(plan).await?;
-    let [busbar, reused, native, work] = totals;
+    let [busbar, reused, native, work, durable, memory] = totals;
     let _ = writeln!(
         out,
         "### 5. Dispatch over NATS JetStream, {} jobs of {} B\n",
@@ -543,6 +543,12 @@ async fn bench_nats_dispatch(plan: nats_dispatch::Plan, out: &mut String) -> any
     }
     let ratio = busbar.per_sec() / native.per_sec();
     let reused_ratio = reused.per_sec() / native.per_sec();
+    let durable_ratio = durable.per_sec() / busbar.per_sec();
+    let _ = writeln!(
+        out,
+        "\nThe `default` driver, same node pair, payload and ack window, no NATS: durable (SQLite state) / busbar on JetStream: {durable_ratio:.2}x; durable / in memory: {:.2}x.",
+        durable.per_sec() / memory.per_sec()
+    );
     let _ = writeln!(
         out,
         "\nbusbar/native: {ratio:.2}x. busbar / (native + busbar's work): {:.2}x. busbar with `reuse = 1000` / native: {reused_ratio:.2}x.\n",
@@ -560,6 +566,11 @@ async fn bench_nats_dispatch(plan: nats_dispatch::Plan, out: &mut String) -> any
                 what: "busbar jobs/s ≥ 0.8x native, `reuse = 1000`".into(),
                 value: format!("{reused_ratio:.2}x"),
                 met: reused_ratio >= 0.8,
+            },
+            Target {
+                what: "durable `default` driver jobs/s ≥ 0.8x busbar on JetStream".into(),
+                value: format!("{durable_ratio:.2}x"),
+                met: durable_ratio >= 0.8,
             },
         ],
     );

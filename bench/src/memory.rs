@@ -81,7 +81,11 @@ pub fn binary() -> anyhow::Result<(PathBuf, String)> {
 /// Writes a node config whose artifact cache is `cache` into `dir`.
 pub fn config(dir: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join("bench-node.toml");
-    std::fs::write(&path, format!("[node]\nid = \"bench\"\ncache = {:?}\n", cache.display().to_string()))?;
+    // Its dispatches stay in memory: every start of the benchmark is new.
+    std::fs::write(
+        &path,
+        format!("[node]\nid = \"bench\"\ncache = {:?}\nstate = \"\"\n", cache.display().to_string()),
+    )?;
     Ok(path)
 }
 

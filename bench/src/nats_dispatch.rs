@@ -66,15 +66,32 @@ pub enum Kind {
     /// `Busbar-Dispatch-Id`) header on every publish, a task per job, and
     /// `echo` run on benchmark 1's raw-wasmtime floor before the ack.
     NativeBusbarWork,
+    /// `Node::dispatch` on the `default` driver with a state directory:
+    /// each job stored in SQLite before `dispatch` returns.
+    DefaultDurable,
+    /// The same, in memory only (`[node] state = ""`).
+    DefaultMemory,
 }
 
 impl Kind {
     /// Every contender, in table order.
-    pub const ALL: [Kind; 4] = [Kind::Busbar, Kind::BusbarReused, Kind::Native, Kind::NativeBusbarWork];
+    pub const ALL: [Kind; 6] = [
+        Kind::Busbar,
+        Kind::BusbarReused,
+        Kind::Native,
+        Kind::NativeBusbarWork,
+        Kind::DefaultDurable,
+        Kind::DefaultMemory,
+    ];
 
-    /// Whether busbar publishes and consumes.
+    /// Whether busbar publishes and consumes over NATS.
     fn is_busbar(self) -> bool {
         matches!(self, Kind::Busbar | Kind::BusbarReused)
+    }
+
+    /// Whether busbar dispatches on the in-process `default` driver.
+    fn is_local(self) -> bool {
+        matches!(self, Kind::DefaultDurable | Kind::DefaultMemory)
     }
 
     /// Its name in the table.
@@ -84,6 +101,8 @@ impl Kind {
             Kind::BusbarReused => "busbar (`Node::dispatch` → wasm `echo`, `reuse = 1000`)",
             Kind::Native => "native async-nats (publish → consume + ack)",
             Kind::NativeBusbarWork => "native + busbar's work: msg id, task per job, raw-wasmtime `echo` (info)",
+            Kind::DefaultDurable => "busbar, `default` driver, durable (SQLite state; no NATS)",
+            Kind::DefaultMemory => "busbar, `default` driver, in memory (`state = \"\"`; no NATS)",
         }
     }
 }
@@ -130,6 +149,12 @@ enum Setup {
         client: Node,
         _folder: Folder,
     },
+    Local {
+        worker: Node,
+        client: Node,
+        _folder: Folder,
+        _state: tempfile::TempDir,
+    },
     Native {
         js: async_nats::jetstream::Context,
         /// Whether publishes carry busbar's de-duplication headers.
@@ -142,6 +167,24 @@ enum Setup {
 impl Setup {
     async fn start(kind: Kind, server: &NatsServer, floor: &Arc<Floor>) -> anyhow::Result<Self> {
         let url = server.url();
+        if kind.is_local() {
+            let folder = Folder::with(&["echo"]);
+            let state = tempfile::tempdir()?;
+            let hub = match kind {
+                Kind::DefaultDurable => busbar::driver::default::DefaultDriver::durable(state.path())?,
+                _ => busbar::driver::default::DefaultDriver::new(),
+            };
+            let (worker, report) = busbar_tests::support::start_on(&hub, &folder, "").await;
+            anyhow::ensure!(report.loaded.len() == 1, "echo did not load: {:?}", report.skipped);
+            let config = busbar::Config::parse("", std::path::Path::new("bench.toml"))?;
+            let (client, _) = busbar::NodeBuilder::new(config)
+                .runtime(busbar_tests::support::runtime())
+                .hub(hub)
+                .client()
+                .start()
+                .await?;
+            return Ok(Setup::Local { worker, client, _folder: folder, _state: state });
+        }
         if kind.is_busbar() {
             let folder = Folder::with(&["echo"]);
             if kind == Kind::BusbarReused {
@@ -208,7 +251,7 @@ impl Setup {
     /// Publishes one job and waits for JetStream's ack.
     async fn publish(&self, payload: &Bytes) -> Result<(), String> {
         match self {
-            Setup::Busbar { client, .. } => {
+            Setup::Busbar { client, .. } | Setup::Local { client, .. } => {
                 client.dispatch("echo", payload.to_vec()).await.map(drop).map_err(|f| f.to_string())
             }
             Setup::Native { js, msg_id, .. } => {
@@ -232,7 +275,7 @@ impl Setup {
     /// Jobs handled so far.
     fn handled(&self) -> u64 {
         match self {
-            Setup::Busbar { worker, .. } => served(worker, "echo"),
+            Setup::Busbar { worker, .. } | Setup::Local { worker, .. } => served(worker, "echo"),
             Setup::Native { handled, .. } => handled.load(Ordering::Relaxed),
         }
     }
@@ -240,7 +283,7 @@ impl Setup {
     /// The failures the consumer side saw (busbar's error counter).
     fn errors(&self) -> u64 {
         match self {
-            Setup::Busbar { worker, .. } => {
+            Setup::Busbar { worker, .. } | Setup::Local { worker, .. } => {
                 worker.local_stats().iter().find(|s| s.name == "echo").map_or(0, |s| s.errors)
             }
             Setup::Native { .. } => 0,
@@ -249,7 +292,7 @@ impl Setup {
 
     async fn stop(self) {
         match self {
-            Setup::Busbar { worker, client, .. } => {
+            Setup::Busbar { worker, client, .. } | Setup::Local { worker, client, .. } => {
                 client.stop().await;
                 worker.stop().await;
             }
@@ -314,7 +357,9 @@ async fn once(kind: Kind, plan: Plan, floor: &Arc<Floor>) -> anyhow::Result<(Dur
     load(&setup, plan.publishers, plan.warmup, plan.warmup as u64).await?;
     let timed = load(&setup, plan.publishers, plan.jobs, (plan.warmup + plan.jobs) as u64).await?;
     anyhow::ensure!(setup.errors() == 0, "{}: {} jobs failed", kind.label(), setup.errors());
-    drained(&server, if kind.is_busbar() { "SHOP_QUEUE" } else { NATIVE_STREAM }).await?;
+    if !kind.is_local() {
+        drained(&server, if kind.is_busbar() { "SHOP_QUEUE" } else { NATIVE_STREAM }).await?;
+    }
     anyhow::ensure!(
         setup.handled() == (plan.warmup + plan.jobs) as u64,
         "{}: {} jobs handled, expected {}",
@@ -337,10 +382,10 @@ fn floor() -> anyhow::Result<Arc<Floor>> {
 
 /// Measures every contender under `plan`, interleaved, order rotating every
 /// round; totals in [`Kind::ALL`] order.
-pub async fn measure(plan: Plan) -> anyhow::Result<[Totals; 4]> {
+pub async fn measure(plan: Plan) -> anyhow::Result<[Totals; 6]> {
     let floor = floor()?;
     let kinds = Kind::ALL;
-    let mut totals = [Totals::default(); 4];
+    let mut totals = [Totals::default(); 6];
     for round in 0..plan.rounds {
         for k in 0..kinds.len() {
             let i = (k + round) % kinds.len();
@@ -366,7 +411,11 @@ pub async fn profile(who: &str, jobs: usize, plan: Plan) -> anyhow::Result<()> {
         "busbar-reused" => Kind::BusbarReused,
         "native" => Kind::Native,
         "native-work" => Kind::NativeBusbarWork,
-        _ => anyhow::bail!("--profile nats-dispatch-busbar|busbar-reused|native|native-work [JOBS]"),
+        "default-durable" => Kind::DefaultDurable,
+        "default-memory" => Kind::DefaultMemory,
+        _ => anyhow::bail!(
+            "--profile nats-dispatch-busbar|busbar-reused|native|native-work|default-durable|default-memory [JOBS]"
+        ),
     };
     let (wall, publish_wall) = once(kind, Plan { jobs, ..plan }, &floor()?).await?;
     println!(

@@ -302,10 +302,24 @@ fn load_config(cli: &Cli) -> Result<Config, Exit> {
 async fn start(cli: &Cli) -> Result<Node, Exit> {
     let config = load_config(cli)?;
     let serve = config.connections.iter().all(|c| c.driver == "default");
-    let builder = NodeBuilder::new(config).compile_worker(this_program()?);
+    // A one-shot node is gone when the command ends: its dispatches live in
+    // memory, and the state of a node serving the same folder stays its own.
+    let builder =
+        NodeBuilder::new(config).compile_worker(this_program()?).hub(crate::driver::default::DefaultDriver::new());
     let builder = if serve { builder } else { builder.client() };
     let (node, _) = builder.start().await.map_err(host)?;
     Ok(node)
+}
+
+/// The state directory of the node this config describes, when it runs on
+/// the default driver and has one: its dead letters are there (the CLI
+/// cannot reach an in-process bus of another process).
+fn default_state(cli: &Cli) -> Result<Option<PathBuf>, Exit> {
+    let config = load_config(cli)?;
+    if !config.connections.iter().all(|c| c.driver == "default") {
+        return Ok(None);
+    }
+    Ok(config.node.state_dir().filter(|dir| crate::driver::default::state::exists(dir)))
 }
 
 /// This `busbar` binary, which also runs the compile workers. On Linux
@@ -446,7 +460,10 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         }
         Command::DeadLetters { action, json } => match action {
             None | Some(DeadLetterAction::List) => {
-                let letters = on_the_bus(&cli, async |node| node.dead_letters().await).await?;
+                let letters = match default_state(&cli)? {
+                    Some(dir) => crate::driver::default::state::read_dead_letters(&dir).map_err(host)?,
+                    None => on_the_bus(&cli, async |node| node.dead_letters().await).await?,
+                };
                 if *json {
                     return print_json(&letters);
                 }
@@ -457,11 +474,23 @@ async fn run(cli: Cli) -> Result<(), Exit> {
                 Ok(())
             }
             Some(DeadLetterAction::Replay { name }) => {
+                if let Some(dir) = default_state(&cli)? {
+                    let state = crate::driver::default::state::State::open(&dir).map_err(host)?;
+                    let n = state.requeue_dead_letters(name, std::time::SystemTime::now()).await.map_err(host)?;
+                    eprintln!("replayed {n} dead letter(s) of `{name}`: they run when the node starts");
+                    return Ok(());
+                }
                 let n = on_the_bus(&cli, async |node| node.replay_dead_letters(name).await).await?;
                 eprintln!("replayed {n} dead letter(s) of `{name}`");
                 Ok(())
             }
             Some(DeadLetterAction::Drop { name }) => {
+                if let Some(dir) = default_state(&cli)? {
+                    let state = crate::driver::default::state::State::open(&dir).map_err(host)?;
+                    let n = state.take_dead_letters(name).await.map_err(host)?.len();
+                    eprintln!("dropped {n} dead letter(s) of `{name}`");
+                    return Ok(());
+                }
                 let n = on_the_bus(&cli, async |node| node.drop_dead_letters(name).await).await?;
                 eprintln!("dropped {n} dead letter(s) of `{name}`");
                 Ok(())

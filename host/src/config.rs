@@ -8,6 +8,8 @@
 //! id = "node-a"             # default: <hostname>-<pid>
 //! handlers = "handlers"     # the handlers folder, relative to this file
 //! cache = ".busbar-cache"   # compiled-artifact cache; default: $XDG_CACHE_HOME/busbar
+//! state = "state"            # default driver: accepted dispatches and dead letters
+//!                            #   (default: $XDG_STATE_HOME/busbar/<project>; "" keeps them in memory)
 //! watch = true              # `busbar run` applies changes of the handlers folder live
 //! metrics = "127.0.0.1:9090" # `busbar run` serves /metrics, /healthz, /readyz here (default: off)
 //! http = "127.0.0.1:8080"    # `busbar run` serves the HTTP gateway here (default: off)
@@ -89,6 +91,10 @@ pub struct NodeConfig {
     pub handlers: PathBuf,
     /// Where compiled artifacts are cached; `None` disables the cache.
     pub cache: Option<PathBuf>,
+    /// Where a serving node on the `default` driver keeps accepted
+    /// dispatches and dead letters, as written (`""`: in memory only);
+    /// `None` means the default, see [`NodeConfig::state_dir`].
+    pub state: Option<String>,
     /// Whether `busbar run` applies changes of the handlers folder live.
     pub watch: bool,
     /// Where `busbar run` serves `/metrics`, `/healthz` and `/readyz`; off when `None`.
@@ -113,6 +119,22 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// The state directory of a serving node on the `default` driver:
+    /// `state` if set (`""` keeps nothing on disk), else
+    /// `$XDG_STATE_HOME/busbar/<project>` (`~/.local/state/busbar/<project>`).
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        match self.state.as_deref() {
+            Some("") => None,
+            Some(dir) => Some(PathBuf::from(dir)),
+            None => {
+                let base = std::env::var_os("XDG_STATE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+                Some(base.join("busbar").join(&self.project))
+            }
+        }
+    }
+
     /// `max_handler_size` in bytes.
     pub fn max_handler_size(&self) -> u64 {
         self.max_handler_size.unwrap_or(limits::DEFAULT_HANDLER_SIZE)
@@ -131,6 +153,7 @@ impl Default for NodeConfig {
             id: default_node_id(),
             handlers: "handlers".into(),
             cache: default_cache_dir(),
+            state: None,
             watch: true,
             metrics: None,
             http: None,
@@ -341,6 +364,7 @@ impl Config {
         let RawConfig { mut node, handlers, mut grants, bus } = raw;
         node.handlers = base.join(&node.handlers);
         node.cache = node.cache.map(|c| base.join(c));
+        node.state = node.state.map(|s| if s.is_empty() { s } else { base.join(s).display().to_string() });
         grants.dirs = grants.dirs.iter().map(|d| base.join(d)).collect();
         for entry in &grants.net {
             crate::handlers::sidecar::NetPattern::parse(entry)

@@ -64,6 +64,7 @@ const NODE_KEYS: &[&str] = &[
     "id",
     "handlers",
     "cache",
+    "state",
     "watch",
     "metrics",
     "http",

@@ -85,12 +85,15 @@ pub fn runtime() -> Arc<Runtime> {
 /// A temporary handlers folder.
 pub struct Folder {
     dir: tempfile::TempDir,
+    /// A directory of its own beside it, for a `busbar run` child's state
+    /// (`XDG_STATE_HOME`).
+    state: tempfile::TempDir,
 }
 
 impl Folder {
     /// A folder holding the named guests, each as `NAME.wasm`.
     pub fn with(guests: &[&str]) -> Self {
-        let folder = Self { dir: tempfile::tempdir().expect("tempdir") };
+        let folder = Self { dir: tempfile::tempdir().expect("tempdir"), state: tempfile::tempdir().expect("tempdir") };
         for g in guests {
             folder.add(g, g);
         }
@@ -138,6 +141,12 @@ impl Folder {
     pub fn write(&self, file: &str, bytes: &[u8]) -> &Self {
         std::fs::write(self.path().join(file), bytes).expect("write into the folder");
         self
+    }
+
+    /// Where a `busbar run` child serving this folder keeps its state
+    /// (give it as `XDG_STATE_HOME`), so that tests never share one.
+    pub fn state_home(&self) -> &Path {
+        self.state.path()
     }
 
     /// The folder's path.
@@ -277,6 +286,8 @@ pub fn nats_config_on(urls: &[String], id: &str, first: usize, replicas: usize) 
 pub async fn start_config(config: &str, folder: &Folder, watch: bool) -> Result<(Node, LoadReport), String> {
     let mut config = Config::parse(config, Path::new("test.toml")).map_err(|e| e.to_string())?;
     config.node.handlers = folder.path().to_path_buf();
+    // Dispatches on the default driver stay in memory unless the test says where.
+    config.node.state.get_or_insert_default();
     NodeBuilder::new(config).runtime(runtime()).watch(watch).start().await.map_err(|e| e.to_string())
 }
 
@@ -446,4 +457,86 @@ pub fn wait_within(child: &mut std::process::Child, limit: std::time::Duration) 
             }
         }
     }
+}
+
+/// The rest of a `busbar run` child's log, line by line.
+pub type ChildLog = std::io::Lines<std::io::BufReader<std::process::ChildStderr>>;
+
+/// A `busbar run` child, killed (SIGKILL) when dropped, so that a failed
+/// test leaves no node behind.
+pub struct RunningNode {
+    child: Option<std::process::Child>,
+}
+
+impl RunningNode {
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    /// Kills it with SIGKILL, as a crash would, and reaps it.
+    pub fn kill9(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most 10 s) for it to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        wait_within(&mut child, std::time::Duration::from_secs(10)).expect("busbar stops within 10 s of SIGTERM")
+    }
+
+    /// Waits (at most `limit`) for it to exit on its own.
+    pub fn exit_within(mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take().expect("running");
+        wait_within(&mut child, limit)
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A `busbar run` child: the binary `program` (usually
+/// `CARGO_BIN_EXE_busbar`) serving `folder` under the config text
+/// `config`, written with its artifact cache and default state into
+/// `home`. Returns once it logged that the node serves, or once it exited:
+/// the node, its log so far, and the rest of its log.
+pub fn busbar_run(program: &Path, folder: &Folder, config: &str, home: &Path) -> (RunningNode, Vec<String>, ChildLog) {
+    use std::io::BufRead;
+    let config_file = home.join("busbar.toml");
+    std::fs::write(&config_file, config).expect("config written");
+    let mut child = std::process::Command::new(program)
+        .arg("--config")
+        .arg(&config_file)
+        .arg("--handlers")
+        .arg(folder.path())
+        .arg("run")
+        .env("RUST_LOG", "busbar=info")
+        .env("NO_COLOR", "1")
+        .env("XDG_CACHE_HOME", home)
+        .env("XDG_STATE_HOME", home)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("busbar runs");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut log = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        // `node ID serving DIR` (not the listeners' `serving … on http://…`).
+        let serving = line.contains(": node ") && line.contains(" serving ");
+        log.push(line);
+        if serving {
+            break;
+        }
+    }
+    (RunningNode { child: Some(child) }, log, lines)
 }

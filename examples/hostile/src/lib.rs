@@ -14,6 +14,7 @@
 //! | `flood:N` | print N lines to stdout | `flooded` |
 //! | `recurse` | recurse without end | (stack overflow) |
 //! | `sleep:MS` | sleep, i.e. wait in a host call | `slept` |
+//! | `job:PATH:MS:FAILS` | append a line (its attempt) to PATH, work MS ms, then fail with `retry` while the attempt is at most FAILS | `done` |
 //! | `storm:N` | dispatch `storm:N` to its own name N times, then fail | (failed: how many were accepted, refused as `overloaded`, `denied`) |
 //!
 //! A refused attempt comes back as a `failed` failure carrying the error.
@@ -107,6 +108,20 @@ impl Service for Hostile {
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_millis(number(arg)?));
                 Ok(b"slept".to_vec())
+            }
+            "job" => {
+                let mut parts = arg.split(':');
+                let (path, ms, fails) = (parts.next().unwrap_or(""), parts.next().unwrap_or("0"), parts.next().unwrap_or("0"));
+                let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| failed(path, e))?;
+                std::io::Write::write_all(&mut file, format!("{}\n", ctx.attempt).as_bytes()).map_err(|e| failed(path, e))?;
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(number(ms)?);
+                while std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                if u64::from(ctx.attempt) <= number(fails)? {
+                    return Err(Failure::retry(format!("attempt {} of `{path}` fails on purpose", ctx.attempt)));
+                }
+                Ok(b"done".to_vec())
             }
             "storm" => {
                 let (mut accepted, mut overloaded, mut denied) = (0, 0, 0);

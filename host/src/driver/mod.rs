@@ -79,6 +79,9 @@ pub enum DriverError {
         /// What the bus said.
         source: Cause,
     },
+    /// The default driver's durable state cannot be used.
+    #[error("{0}")]
+    State(#[from] default::state::StateError),
 }
 
 impl DriverError {

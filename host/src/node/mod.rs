@@ -49,6 +49,9 @@ pub enum StartError {
     /// The handlers folder cannot be watched.
     #[error("cannot watch the handlers folder: {0}; set `[node] watch = false` to serve without live reload")]
     Watch(notify::Error),
+    /// The default driver's state cannot be used.
+    #[error("{0}")]
+    State(#[from] crate::driver::default::state::StateError),
     /// A connection could not be opened.
     #[error("bus connection `{name}`: {error}")]
     Connect {
@@ -219,6 +222,20 @@ impl NodeBuilder {
     /// Loads the handlers folder, connects, registers every name and starts
     /// receiving.
     pub async fn start(self) -> Result<(Node, LoadReport), StartError> {
+        // A serving node on the default driver keeps its dispatches in its
+        // state directory (opened first: a bad state fails the start at once).
+        let on_default = self.config.connections.iter().any(|c| c.driver == "default");
+        let hub = match (self.hub, self.config.node.state_dir()) {
+            (Some(hub), _) => hub,
+            (None, Some(dir)) if self.serve && on_default => DefaultDriver::durable(&dir)?,
+            (None, None) if self.serve && on_default && self.config.node.state.is_none() => {
+                tracing::warn!(
+                    "neither XDG_STATE_HOME nor HOME is set: accepted dispatches live in memory only; set `[node] state`"
+                );
+                DefaultDriver::new()
+            }
+            (None, _) => DefaultDriver::new(),
+        };
         let runtime = match self.runtime {
             Some(r) => r,
             None => {
@@ -257,7 +274,6 @@ impl NodeBuilder {
             }
             false => LoadReport::default(),
         };
-        let hub = self.hub.unwrap_or_default();
         let mut links = Vec::new();
         for conn in &core.config.connections {
             let failed = |error| StartError::Connect { name: conn.name.clone(), error };

@@ -10,7 +10,13 @@ use std::time::Duration;
 /// `busbar --handlers FOLDER ARGS…` with a shared artifact cache and quiet logs.
 fn command(folder: &Folder, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_busbar"));
-    command.arg("--handlers").arg(folder.path()).args(args).env("XDG_CACHE_HOME", cache_home()).env_remove("RUST_LOG");
+    command
+        .arg("--handlers")
+        .arg(folder.path())
+        .args(args)
+        .env("XDG_CACHE_HOME", cache_home())
+        .env("XDG_STATE_HOME", folder.state_home())
+        .env_remove("RUST_LOG");
     command
 }
 

@@ -5,11 +5,9 @@
 //! other handlers.
 
 use busbar_tests::support::{
-    Folder, SERVICE_LIFT, TEST_TIMEOUT, core_handle, service_component, start_own_runtime, wait_within,
+    Folder, RunningNode, SERVICE_LIFT, TEST_TIMEOUT, busbar_run, core_handle, service_component, start_own_runtime,
 };
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A 7 MB component of `functions` tiny functions: compiling 300,000 of
@@ -23,49 +21,13 @@ fn compile_bomb(functions: usize) -> Vec<u8> {
     service_component("", &core, "", SERVICE_LIFT)
 }
 
-/// The rest of a child's log, line by line.
-type Log = std::io::Lines<BufReader<std::process::ChildStderr>>;
-
 /// `busbar run` serving `folder` under `config`, until it says it serves;
-/// returns the child, the start-up log and the directory of its config
-/// and artifact cache.
-fn run_node(folder: &Folder, config: &str) -> (std::process::Child, Vec<String>, tempfile::TempDir) {
+/// returns the child, the start-up log and the directory of its config,
+/// cache and state.
+fn run_node(folder: &Folder, config: &str) -> (RunningNode, Vec<String>, tempfile::TempDir) {
     let home = tempfile::tempdir().expect("tempdir");
-    let (child, log, _rest) = run_node_of(Path::new(env!("CARGO_BIN_EXE_busbar")), folder, config, &home);
+    let (child, log, _rest) = busbar_run(Path::new(env!("CARGO_BIN_EXE_busbar")), folder, config, home.path());
     (child, log, home)
-}
-
-/// [`run_node`] of the binary `program`, its config and cache in `home`;
-/// also returns the rest of its log.
-fn run_node_of(
-    program: &Path,
-    folder: &Folder,
-    config: &str,
-    home: &tempfile::TempDir,
-) -> (std::process::Child, Vec<String>, Log) {
-    let config_file = home.path().join("busbar.toml");
-    std::fs::write(&config_file, config).expect("config written");
-    let mut child = Command::new(program)
-        .arg("--config")
-        .arg(&config_file)
-        .arg("--handlers")
-        .arg(folder.path())
-        .arg("run")
-        .env("RUST_LOG", "busbar=info")
-        .env("XDG_CACHE_HOME", home.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("busbar runs");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut log = Vec::new();
-    for line in lines.by_ref().map_while(Result::ok) {
-        let serving = line.contains("serving");
-        log.push(line);
-        if serving {
-            break;
-        }
-    }
-    (child, log, lines)
 }
 
 /// The peak resident memory of process `pid`, in bytes.
@@ -79,20 +41,13 @@ fn peak_memory(pid: u32) -> u64 {
     kib << 10
 }
 
-fn stop(mut child: std::process::Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    if wait_within(&mut child, Duration::from_secs(10)).is_none() {
-        panic!("busbar did not stop within 10 s of SIGTERM");
-    }
-}
-
 #[test]
 fn a_compile_bomb_is_refused_for_memory_while_the_node_stays_small() {
     let folder = Folder::with(&["echo"]);
     folder.write("bomb.wasm", &compile_bomb(300_000));
     let (child, log, _home) = run_node(&folder, "[node]\ncompile_memory = \"512MiB\"\n");
     let peak = peak_memory(child.id());
-    stop(child);
+    child.terminate();
     let refused = log.iter().find(|l| l.contains("bomb")).unwrap_or_else(|| panic!("no word of the bomb: {log:#?}"));
     assert!(
         refused.contains("compiling it needed more than 512 MiB, the compile worker's limit (`[node] compile_memory`)"),
@@ -110,7 +65,7 @@ fn a_compile_bomb_is_stopped_at_the_compile_timeout() {
     let started = Instant::now();
     let (child, log, _home) = run_node(&folder, "[node]\ncompile_memory = \"8GiB\"\ncompile_timeout = \"1s\"\n");
     let took = started.elapsed();
-    stop(child);
+    child.terminate();
     let refused = log.iter().find(|l| l.contains("bomb")).unwrap_or_else(|| panic!("no word of the bomb: {log:#?}"));
     assert!(refused.contains("compiling it took longer than 1s, the compile worker's limit"), "{refused}");
     assert!(took < Duration::from_secs(30), "the start took {took:?}");
@@ -138,10 +93,11 @@ fn a_node_whose_binary_was_replaced_on_disk_still_compiles_new_handlers() {
     // workers must still be the running binary (artifacts of another
     // wasmtime build would not load).
     let home = tempfile::tempdir().expect("tempdir");
-    let program = home.path().join("busbar");
+    let bin = tempfile::tempdir().expect("tempdir");
+    let program = bin.path().join("busbar");
     std::fs::copy(env!("CARGO_BIN_EXE_busbar"), &program).expect("binary copied");
     let folder = Folder::with(&["echo"]);
-    let (child, _log, rest) = run_node_of(&program, &folder, "[node]\nwatch = true\n", &home);
+    let (child, _log, rest) = busbar_run(&program, &folder, "[node]\nwatch = true\n", home.path());
     std::fs::remove_file(&program).expect("binary removed");
     std::fs::write(&program, b"#!/bin/sh\nexit 99\n").expect("another file in its place");
     std::fs::copy(busbar_tests::support::guest("greet"), folder.path().join("greet.wasm")).expect("greet added");
@@ -153,7 +109,7 @@ fn a_node_whose_binary_was_replaced_on_disk_still_compiles_new_handlers() {
         let _ = found.send(line);
     });
     let added = word.recv_timeout(Duration::from_secs(60)).ok().flatten();
-    stop(child);
+    child.terminate();
     let added = added.expect("no word of greet");
     assert!(added.contains("handler added"), "{added}");
 }

@@ -34,6 +34,7 @@ async fn an_unknown_driver_setting_stops_the_start() {
 async fn a_missing_handlers_folder_says_what_to_do() {
     let mut config = Config::default();
     config.node.handlers = "/nonexistent/handlers".into();
+    config.node.state = Some(String::new());
     let error = busbar::NodeBuilder::new(config)
         .runtime(busbar_tests::support::runtime())
         .start()

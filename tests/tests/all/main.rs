@@ -8,6 +8,7 @@ mod cli;
 mod compile;
 mod config;
 mod deliveries;
+mod durable;
 mod embedding;
 mod failures;
 mod folder;

@@ -5,8 +5,11 @@
 //! schedule with exhausted work kept in a dead-letter list (bounded in count
 //! and bytes), broadcast to every listener, rolecast to one listener per
 //! group. Pending dispatches are bounded per name (`max_pending`) and per
-//! node. Nothing here survives the process: durable dispatch is the NATS
-//! driver's job.
+//! node, and wait for a free slot of their handler rather than fail as
+//! `overloaded`. A hub opened on a state directory ([`DefaultDriver::durable`])
+//! stores every accepted dispatch before `dispatch` returns, with its
+//! attempt number and due time, and its dead letters ([`state`]): a
+//! restart runs each one again at its time.
 
 pub mod state;
 
@@ -49,6 +52,19 @@ impl DefaultDriver {
         Self::default()
     }
 
+    /// A driver with a hub of its own that keeps accepted dispatches and
+    /// dead letters in the state directory `dir`, and runs those a former
+    /// process left there once the first node connects and starts.
+    pub fn durable(dir: &std::path::Path) -> Result<Self, state::StateError> {
+        let state = state::State::open(dir)?;
+        Ok(Self { hub: Arc::new(Hub { state: Some(state), ..Hub::default() }) })
+    }
+
+    /// Whether this hub keeps its dispatches on disk.
+    pub fn is_durable(&self) -> bool {
+        self.hub.state.is_some()
+    }
+
     /// A driver with a hub of its own that keeps at most `count` dead
     /// letters and `bytes` of them (defaults: [`DEAD_LETTER_LIMIT`] and
     /// [`DEAD_LETTER_BYTES`]).
@@ -70,6 +86,10 @@ struct Hub {
     next_id: AtomicU64,
     /// Dispatches pending per name.
     pending: Mutex<FxHashMap<String, u32>>,
+    /// Where accepted dispatches and dead letters are kept, if on disk.
+    state: Option<state::State>,
+    /// Whether the dispatches found in `state` at open were resumed.
+    resumed: std::sync::atomic::AtomicBool,
 }
 
 /// The hub's dead letters, oldest first, their size and their limits.
@@ -175,17 +195,29 @@ impl Hub {
         (0..n).map(|i| &members[(start + i) % n]).find(|m| m.serves(kind, name)).cloned()
     }
 
-    /// Keeps `letter`, dropping the oldest past the limits; `sent` (the
-    /// node that wrote it) counts each one dropped.
-    fn dead_letter(&self, letter: DeadLetter, sent: &Inbound) {
+    /// Keeps `letter` (in the state if there is one, where it also ends the
+    /// dispatch), dropping the oldest past the limits; `sent` (the node that
+    /// wrote it) counts each one dropped.
+    async fn dead_letter(&self, letter: DeadLetter, sent: &Inbound) {
         if let Some(left_out) = crate::ops::lograte::line("dead-lettered", &letter.name) {
             let (name, id, attempts) = (&letter.name, &letter.id, letter.attempts);
             tracing::warn!(%name, %id, attempts, "dispatch dead-lettered: {}{left_out}", letter.failure);
         }
-        let mut dead = crate::sync::lock(&self.dead);
-        let dropped = dead.push(letter);
-        let (limit, max_bytes) = (dead.limit, dead.max_bytes);
-        drop(dead);
+        let (dropped, limit, max_bytes) = match &self.state {
+            Some(state) => {
+                let (name, id) = (letter.name.clone(), letter.id.clone());
+                let dropped = state.bury(letter).await.unwrap_or_else(|e| {
+                    tracing::error!(%name, %id, "could not keep a dead letter: {e}; the dispatch runs again after a restart");
+                    Vec::new()
+                });
+                (dropped, state::DEAD_LETTERS_KEPT as usize, state::DEAD_LETTER_BYTES_KEPT as usize)
+            }
+            None => {
+                let mut dead = crate::sync::lock(&self.dead);
+                let dropped = dead.push(letter);
+                (dropped, dead.limit, dead.max_bytes)
+            }
+        };
         for old in dropped {
             tracing::warn!(
                 name = %old.name,
@@ -197,33 +229,70 @@ impl Hub {
         }
     }
 
+    /// The retry schedule of service `name` as a member serving it says
+    /// (none if no member serves it now).
+    fn schedule_of(&self, name: &str) -> Arc<[Duration]> {
+        self.pick(Kind::Service, name)
+            .and_then(|m| crate::sync::read(&m.services).get(name).map(|s| s.retry.clone()))
+            .unwrap_or_else(|| Arc::from([]))
+    }
+
     /// Removes and returns the dead letters of `name`.
-    fn take_dead(&self, name: &str) -> Vec<DeadLetter> {
-        crate::sync::lock(&self.dead).take(name)
+    async fn take_dead(&self, name: &str) -> Result<Vec<DeadLetter>, DriverError> {
+        match &self.state {
+            Some(state) => Ok(state.take_dead_letters(name).await?),
+            None => Ok(crate::sync::lock(&self.dead).take(name)),
+        }
+    }
+
+    /// Records a step of dispatch `id` in the state, if there is one. A
+    /// failure to record is logged: the dispatch may run again after a
+    /// restart (at least once), it is never lost.
+    async fn record(&self, id: &str, name: &str, step: Step) {
+        let Some(state) = &self.state else { return };
+        let recorded = match step {
+            Step::Done => state.done(id).await,
+            Step::Retry { attempt, due } => state.retry(id, attempt, due).await,
+        };
+        if let Err(e) = recorded {
+            tracing::error!(%name, %id, "could not record a dispatch's progress: {e}; it may run again after a restart");
+        }
     }
 
     /// Runs a dispatch to completion: attempts on the service's schedule,
     /// then success or a dead letter, which the node that `sent` it counts.
     async fn run_dispatch(self: Arc<Self>, sent: Inbound, dispatch: Dispatch) -> DispatchOutcome {
-        let Dispatch { id, name, payload, headers, retry } = dispatch;
+        let Dispatch { id, name, payload, headers, retry, mut attempt, due } = dispatch;
         let mut history = Vec::new();
-        let mut attempt = 1;
+        if let Ok(wait) = due.duration_since(SystemTime::now()) {
+            tokio::time::sleep(wait).await;
+        }
         loop {
             let result = match self.pick(Kind::Service, &name) {
                 Some(member) => {
-                    let envelope = Envelope::dispatch_attempt(&name, payload.clone(), headers.clone(), attempt, &retry);
+                    let mut envelope =
+                        Envelope::dispatch_attempt(&name, payload.clone(), headers.clone(), attempt, &retry);
+                    // Flow control: an accepted dispatch waits for its
+                    // handler's slot, at the handler's pace, instead of
+                    // using up an attempt as `overloaded`.
+                    envelope.waits_for_slot = true;
                     member.deliver(envelope).await
                 }
                 None => Err(Failure::not_found(&name)),
             };
             let failure = match result {
-                Ok(reply) => return DispatchOutcome { id, name, attempts: attempt, result: Ok(reply), history },
+                Ok(reply) => {
+                    self.record(&id, &name, Step::Done).await;
+                    return DispatchOutcome { id, name, attempts: attempt, result: Ok(reply), history };
+                }
                 Err(failure) => failure,
             };
             history.push(failure.clone());
             match delivery::next_after(&retry, attempt, &failure) {
                 Next::Retry(delay) => {
                     tracing::debug!(%name, %id, attempt, ?delay, "dispatch attempt failed, retrying: {failure}");
+                    let due = SystemTime::now() + delay;
+                    self.record(&id, &name, Step::Retry { attempt: attempt + 1, due }).await;
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
@@ -239,7 +308,8 @@ impl Hub {
                             at: rfc3339(SystemTime::now()),
                         },
                         &sent,
-                    );
+                    )
+                    .await;
                     sent.dead_lettered(&name);
                     return DispatchOutcome { id, name, attempts: attempt, result: Err(failure), history };
                 }
@@ -286,6 +356,25 @@ struct Dispatch {
     headers: Headers,
     /// The service's retry schedule when it was accepted.
     retry: Arc<[Duration]>,
+    /// The attempt to run first (from 1), and when.
+    attempt: u32,
+    due: SystemTime,
+}
+
+impl Dispatch {
+    /// The dispatch of stored `job`; `schedule` is the handler's retry
+    /// schedule now, for a job stored without one.
+    fn resumed(job: state::Job, schedule: impl FnOnce() -> Arc<[Duration]>) -> Self {
+        let state::Job { id, name, payload, headers, retry, attempt, due } = job;
+        let retry = retry.map_or_else(schedule, Into::into);
+        Self { id, name, payload, headers, retry, attempt, due }
+    }
+}
+
+/// A step of a dispatch that the state records.
+enum Step {
+    Done,
+    Retry { attempt: u32, due: SystemTime },
 }
 
 impl DefaultDriver {
@@ -367,6 +456,13 @@ impl DefaultConnection {
     /// refused as `overloaded`, so no storm of dispatches can grow the
     /// process without bound.
     fn reserve(&self, name: &str, max: u32) -> Result<Pending, Failure> {
+        self.count_pending(name, Some(max))
+    }
+
+    /// [`DefaultConnection::reserve`], or with `max` `None` counting a
+    /// dispatch already accepted (one resumed from the state) whatever the
+    /// bounds.
+    fn count_pending(&self, name: &str, max: Option<u32>) -> Result<Pending, Failure> {
         let sent = self.pending.fetch_add(1, Ordering::AcqRel);
         // Counts for the node now; for `name` once that is counted too.
         let mut counted = Pending {
@@ -375,7 +471,7 @@ impl DefaultConnection {
             name: String::new(),
             node: self.pending.clone(),
         };
-        if sent >= self.max_pending as usize {
+        if max.is_some() && sent >= self.max_pending as usize {
             return Err(Failure::new(
                 FailureClass::Overloaded,
                 format!(
@@ -386,7 +482,7 @@ impl DefaultConnection {
         }
         let mut pending = crate::sync::lock(&self.hub.pending);
         let count = pending.entry(name.to_string()).or_default();
-        if *count >= max {
+        if let Some(max) = max.filter(|max| *count >= *max) {
             return Err(Failure::new(
                 FailureClass::Overloaded,
                 format!(
@@ -402,6 +498,39 @@ impl DefaultConnection {
         Ok(counted)
     }
 
+    /// Runs `dispatch` on the hub, counted as pending until its outcome,
+    /// which the receiver gets.
+    fn spawn_dispatch(&self, dispatch: Dispatch, pending: Pending) -> tokio::sync::oneshot::Receiver<DispatchOutcome> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = self.hub.clone().run_dispatch(self.member.inbound.clone(), dispatch);
+        self.tasks.spawn(async move {
+            let outcome = job.await;
+            drop(pending);
+            let _ = tx.send(outcome);
+        });
+        rx
+    }
+
+    /// Runs the dispatches a former process left in the state, each at its
+    /// due time, once per hub (by the first node that starts on it).
+    async fn resume(&self) -> Result<(), DriverError> {
+        let Some(state) = &self.hub.state else { return Ok(()) };
+        if self.hub.resumed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let jobs = state.jobs().await?;
+        if !jobs.is_empty() {
+            tracing::info!(dir = %state.dir().display(), "resuming {} dispatches accepted before the restart", jobs.len());
+        }
+        for job in jobs {
+            let Ok(pending) = self.count_pending(&job.name, None) else { continue };
+            let name = job.name.clone();
+            let dispatch = Dispatch::resumed(job, || self.hub.schedule_of(&name));
+            drop(self.spawn_dispatch(dispatch, pending));
+        }
+        Ok(())
+    }
+
     /// Calls the service `request` names on a node serving it, in turn.
     pub(crate) async fn call(&self, request: Request) -> Result<Vec<u8>, Failure> {
         let Request { name, payload, headers, timeout } = request;
@@ -415,11 +544,14 @@ impl DefaultConnection {
 #[async_trait::async_trait]
 impl Connection for DefaultConnection {
     async fn start(&self) -> Result<(), DriverError> {
-        let mut members = crate::sync::write(&self.hub.members);
-        if !members.iter().any(|m| m.id == self.member.id) {
-            members.push(self.member.clone());
+        {
+            let mut members = crate::sync::write(&self.hub.members);
+            if !members.iter().any(|m| m.id == self.member.id) {
+                members.push(self.member.clone());
+            }
         }
-        Ok(())
+        // Its names are registered by now: what waited in the state runs.
+        self.resume().await
     }
 
     async fn stop(&self) -> Result<(), DriverError> {
@@ -431,7 +563,12 @@ impl Connection for DefaultConnection {
         self.leave();
         if let Some(left) = super::drain(&self.tasks).await {
             tracing::warn!(
-                "{left} in-process events or dispatches still running after {DRAIN:?} are abandoned (use the nats driver for durable dispatch)"
+                "{left} in-process events or dispatches still running after {DRAIN:?} are abandoned{}",
+                if self.hub.state.is_some() {
+                    " (the dispatches stay in the state and run after a restart)"
+                } else {
+                    " (set `[node] state` or use the nats driver for durable dispatch)"
+                }
             );
         }
         Ok(())
@@ -483,17 +620,38 @@ impl Connection for DefaultConnection {
             ));
         }
         let pending = self.reserve(&name, max_pending)?;
-        let id = format!("d{}", self.hub.next_id.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let hub = self.hub.clone();
-        let dispatch = Dispatch { id: id.clone(), name, payload, headers, retry };
-        let job = hub.run_dispatch(self.member.inbound.clone(), dispatch);
-        self.tasks.spawn(async move {
-            let outcome = job.await;
-            drop(pending);
-            let _ = tx.send(outcome);
-        });
-        Ok(Receipt { id, outcome: Some(rx) })
+        let now = SystemTime::now();
+        let dispatch = match &self.hub.state {
+            // Stored before `dispatch` returns; an id no restart repeats.
+            Some(state) => {
+                let job = state::Job {
+                    id: format!("d{}", nuid::next()),
+                    name,
+                    payload,
+                    headers,
+                    retry: Some(retry.to_vec()),
+                    attempt: 1,
+                    due: now,
+                };
+                state.accept(job.clone()).await.map_err(|e| {
+                    Failure::new(
+                        FailureClass::Retry,
+                        format!(
+                            "the dispatch to `{}` could not be stored ({e}); it was not queued — send it again",
+                            job.name
+                        ),
+                    )
+                })?;
+                Dispatch::resumed(job, || Arc::from([]))
+            }
+            None => {
+                let id = format!("d{}", self.hub.next_id.fetch_add(1, Ordering::Relaxed));
+                Dispatch { id, name, payload, headers, retry, attempt: 1, due: now }
+            }
+        };
+        let id = dispatch.id.clone();
+        let outcome = self.spawn_dispatch(dispatch, pending);
+        Ok(Receipt { id, outcome: Some(outcome) })
     }
 
     async fn publish(&self, request: Request, fanout: Fanout) -> Result<(), Failure> {
@@ -558,23 +716,26 @@ impl Connection for DefaultConnection {
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, DriverError> {
-        Ok(crate::sync::lock(&self.hub.dead).letters.iter().cloned().collect())
+        match &self.hub.state {
+            Some(state) => Ok(state.dead_letters().await?),
+            None => Ok(crate::sync::lock(&self.hub.dead).letters.iter().cloned().collect()),
+        }
     }
 
     async fn replay_dead_letters(&self, name: &str) -> Result<usize, DriverError> {
-        let letters = self.hub.take_dead(name);
+        let letters = self.hub.take_dead(name).await?;
         let count = letters.len();
         for letter in letters {
             let request =
                 Request { headers: letter.headers.clone(), ..Request::accepted(&letter.name, letter.payload.clone()) };
             if let Err(f) = self.enqueue(request).await {
-                self.hub.dead_letter(DeadLetter { failure: f, ..letter }, &self.member.inbound);
+                self.hub.dead_letter(DeadLetter { failure: f, ..letter }, &self.member.inbound).await;
             }
         }
         Ok(count)
     }
 
     async fn drop_dead_letters(&self, name: &str) -> Result<usize, DriverError> {
-        Ok(self.hub.take_dead(name).len())
+        Ok(self.hub.take_dead(name).await?.len())
     }
 }

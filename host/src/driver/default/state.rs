@@ -27,6 +27,10 @@ pub const LOCK: &str = "busbar.lock";
 const SCHEMA: i64 = 1;
 /// Operations committed in one transaction at most.
 const GROUP: usize = 512;
+/// Dead letters kept; past it the oldest go (counted by whoever buried).
+pub const DEAD_LETTERS_KEPT: i64 = 10_000;
+/// Bytes of dead letters (payloads, headers, messages) kept.
+pub const DEAD_LETTER_BYTES_KEPT: i64 = 64 << 20;
 
 /// Why a state directory cannot be used. Nothing stored is changed.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +97,9 @@ pub struct Job {
     pub payload: Vec<u8>,
     /// Its headers.
     pub headers: Headers,
-    /// The retry schedule it was accepted under.
-    pub retry: Vec<Duration>,
+    /// The retry schedule it was accepted under; `None` for a dead letter
+    /// replayed on a stopped node's state: the handler's schedule when it runs.
+    pub retry: Option<Vec<Duration>>,
     /// The attempt to run next (from 1).
     pub attempt: u32,
     /// When that attempt may run.
@@ -110,11 +115,14 @@ enum Op {
     Jobs,
     DeadLetters,
     TakeDead { name: String },
+    Requeue { name: String, due: SystemTime },
 }
 
 /// What an [`Op`] answers.
 enum Answer {
     Done,
+    /// Dead letters removed to stay within the limits.
+    Dropped(Vec<DeadLetter>),
     Jobs(Vec<Job>),
     Letters(Vec<DeadLetter>),
 }
@@ -136,6 +144,11 @@ impl std::fmt::Debug for State {
 impl State {
     /// Opens (creating if need be) the state in `dir`, or says why not.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
+        Self::open_keeping(dir, Keep { letters: DEAD_LETTERS_KEPT, bytes: DEAD_LETTER_BYTES_KEPT })
+    }
+
+    /// [`State::open`], keeping at most `keep` of dead letters.
+    fn open_keeping(dir: &Path, keep: Keep) -> Result<Self, StateError> {
         let shown = dir.display().to_string();
         let read_only = |e: &dyn std::fmt::Display| StateError::ReadOnly { dir: shown.clone(), cause: e.to_string() };
         std::fs::create_dir_all(dir).map_err(|e| read_only(&e))?;
@@ -149,7 +162,7 @@ impl State {
             .name("busbar-state".into())
             .spawn(move || {
                 let _lock = lock;
-                serve(conn, &db_path, &incoming);
+                serve(conn, &db_path, keep, &incoming);
             })
             .map_err(|e| StateError::Io { path: path.display().to_string(), cause: e.to_string() })?;
         Ok(Self { ops, dir: dir.to_path_buf() })
@@ -181,9 +194,14 @@ impl State {
         self.ask(Op::Done { id: id.into() }).await.map(|_| ())
     }
 
-    /// Removes dispatch `letter.id` and keeps `letter`, in one commit.
-    pub async fn bury(&self, letter: DeadLetter) -> Result<(), StateError> {
-        self.ask(Op::Bury { letter }).await.map(|_| ())
+    /// Removes dispatch `letter.id` and keeps `letter`, in one commit;
+    /// returns the oldest letters removed to stay within
+    /// [`DEAD_LETTERS_KEPT`] and [`DEAD_LETTER_BYTES_KEPT`] (never the new one).
+    pub async fn bury(&self, letter: DeadLetter) -> Result<Vec<DeadLetter>, StateError> {
+        match self.ask(Op::Bury { letter }).await? {
+            Answer::Dropped(dropped) => Ok(dropped),
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// Every stored dispatch, oldest first.
@@ -199,6 +217,16 @@ impl State {
         match self.ask(Op::DeadLetters).await? {
             Answer::Letters(letters) => Ok(letters),
             _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Turns the dead letters of `name` back into dispatches, due at `due`
+    /// with attempt 1 and the handler's schedule at the time they run;
+    /// returns how many (for `busbar dead-letters replay` on a stopped node).
+    pub async fn requeue_dead_letters(&self, name: &str, due: SystemTime) -> Result<usize, StateError> {
+        match self.ask(Op::Requeue { name: name.into(), due }).await? {
+            Answer::Letters(letters) => Ok(letters.len()),
+            _ => Ok(0),
         }
     }
 
@@ -293,8 +321,15 @@ fn open_database(path: &Path, dir: &str) -> Result<Connection, StateError> {
     Ok(conn)
 }
 
+/// How many dead letters, and how many bytes of them, a state keeps.
+#[derive(Debug, Clone, Copy)]
+struct Keep {
+    letters: i64,
+    bytes: i64,
+}
+
 /// The database thread: applies what arrives, a group per transaction.
-fn serve(mut conn: Connection, path: &str, incoming: &std::sync::mpsc::Receiver<(Op, Reply)>) {
+fn serve(mut conn: Connection, path: &str, keep: Keep, incoming: &std::sync::mpsc::Receiver<(Op, Reply)>) {
     while let Ok(first) = incoming.recv() {
         let mut group = vec![first];
         while group.len() < GROUP {
@@ -314,7 +349,7 @@ fn serve(mut conn: Connection, path: &str, incoming: &std::sync::mpsc::Receiver<
                 continue;
             }
         };
-        let answers: Vec<_> = group.iter().map(|(op, _)| apply(&tx, op).map_err(io)).collect();
+        let answers: Vec<_> = group.iter().map(|(op, _)| apply(&tx, op, keep).map_err(io)).collect();
         let committed = tx.commit().map_err(io);
         for ((_, reply), answer) in group.into_iter().zip(answers) {
             let answer = match &committed {
@@ -342,10 +377,13 @@ fn parse_json<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
     serde_json::from_str(text).unwrap_or_default()
 }
 
-fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Answer, rusqlite::Error> {
+fn apply(tx: &rusqlite::Transaction<'_>, op: &Op, keep: Keep) -> Result<Answer, rusqlite::Error> {
     match op {
         Op::Accept(job) => {
-            let retry: Vec<u64> = job.retry.iter().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).collect();
+            let retry: Option<Vec<u64>> = job
+                .retry
+                .as_ref()
+                .map(|r| r.iter().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).collect());
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO jobs (id, name, payload, headers, retry_ms, attempt, due_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -389,20 +427,20 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Answer, rusqlite::Er
                 letter.failure.message,
                 letter.at
             ])?;
-            Ok(Answer::Done)
+            Ok(Answer::Dropped(trim(tx, keep)?))
         }
         Op::Jobs => {
             let mut select = tx.prepare_cached(
                 "SELECT id, name, payload, headers, retry_ms, attempt, due_ms FROM jobs ORDER BY seq",
             )?;
             let jobs = select.query_map([], |r| {
-                let retry: Vec<u64> = parse_json(&r.get::<_, String>(4)?);
+                let retry: Option<Vec<u64>> = parse_json(&r.get::<_, String>(4)?);
                 Ok(Job {
                     id: r.get(0)?,
                     name: r.get(1)?,
                     payload: r.get(2)?,
                     headers: parse_json(&r.get::<_, String>(3)?),
-                    retry: retry.into_iter().map(Duration::from_millis).collect(),
+                    retry: retry.map(|r| r.into_iter().map(Duration::from_millis).collect()),
                     attempt: r.get(5)?,
                     due: from_millis(r.get(6)?),
                 })
@@ -410,6 +448,24 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Answer, rusqlite::Er
             Ok(Answer::Jobs(jobs.collect::<Result<_, _>>()?))
         }
         Op::DeadLetters => Ok(Answer::Letters(letters(tx, None)?)),
+        Op::Requeue { name, due } => {
+            let taken = letters(tx, Some(name))?;
+            for letter in &taken {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO jobs (id, name, payload, headers, retry_ms, attempt, due_ms)
+                     VALUES (?1, ?2, ?3, ?4, 'null', 1, ?5)",
+                )?
+                .execute(params![
+                    letter.id,
+                    letter.name,
+                    letter.payload,
+                    json(&letter.headers),
+                    millis(*due)
+                ])?;
+            }
+            tx.prepare_cached("DELETE FROM dead_letters WHERE name = ?1")?.execute([name])?;
+            Ok(Answer::Letters(taken))
+        }
         Op::TakeDead { name } => {
             let taken = letters(tx, Some(name))?;
             tx.prepare_cached("DELETE FROM dead_letters WHERE name = ?1")?.execute([name])?;
@@ -418,25 +474,65 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Answer, rusqlite::Er
     }
 }
 
+/// Removes the oldest dead letters past the limits, but never the newest.
+fn trim(tx: &Connection, keep: Keep) -> Result<Vec<DeadLetter>, rusqlite::Error> {
+    let (count, bytes): (i64, i64) = tx.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(length(payload) + length(headers) + length(message)), 0) FROM dead_letters",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if count <= keep.letters && bytes <= keep.bytes {
+        return Ok(Vec::new());
+    }
+    let mut oldest = tx.prepare_cached(
+        "SELECT seq, length(payload) + length(headers) + length(message) FROM dead_letters ORDER BY seq",
+    )?;
+    let sizes: Vec<(i64, i64)> = oldest.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let (mut left, mut held, mut last) = (count, bytes, None);
+    for (seq, size) in &sizes[..sizes.len().saturating_sub(1)] {
+        if left <= keep.letters && held <= keep.bytes {
+            break;
+        }
+        (left, held, last) = (left - 1, held - size, Some(*seq));
+    }
+    let Some(last) = last else { return Ok(Vec::new()) };
+    let dropped = letters_upto(tx, last)?;
+    tx.prepare_cached("DELETE FROM dead_letters WHERE seq <= ?1")?.execute([last])?;
+    Ok(dropped)
+}
+
+/// The dead letters up to sequence `last`, oldest first.
+fn letters_upto(tx: &Connection, last: i64) -> Result<Vec<DeadLetter>, rusqlite::Error> {
+    let mut select = tx.prepare_cached(
+        "SELECT id, name, payload, headers, attempts, class, message, at FROM dead_letters
+         WHERE seq <= ?1 ORDER BY seq",
+    )?;
+    let rows = select.query_map([last], letter_of)?;
+    rows.collect()
+}
+
+/// A dead letter from a row of `id, name, payload, headers, attempts, class, message, at`.
+fn letter_of(r: &rusqlite::Row<'_>) -> Result<DeadLetter, rusqlite::Error> {
+    let class: String = r.get(5)?;
+    let class = serde_json::from_value(serde_json::Value::String(class)).unwrap_or(FailureClass::Failed);
+    Ok(DeadLetter {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        payload: r.get(2)?,
+        headers: parse_json(&r.get::<_, String>(3)?),
+        attempts: r.get(4)?,
+        failure: Failure::new(class, r.get::<_, String>(6)?),
+        at: r.get(7)?,
+    })
+}
+
 /// The dead letters (of `name`, if given), oldest first.
-fn letters(tx: &rusqlite::Transaction<'_>, name: Option<&str>) -> Result<Vec<DeadLetter>, rusqlite::Error> {
+fn letters(tx: &Connection, name: Option<&str>) -> Result<Vec<DeadLetter>, rusqlite::Error> {
     let mut select = tx.prepare_cached(
         "SELECT id, name, payload, headers, attempts, class, message, at FROM dead_letters
          WHERE ?1 IS NULL OR name = ?1 ORDER BY seq",
     )?;
-    let rows = select.query_map([name], |r| {
-        let class: String = r.get(5)?;
-        let class = serde_json::from_value(serde_json::Value::String(class)).unwrap_or(FailureClass::Failed);
-        Ok(DeadLetter {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            payload: r.get(2)?,
-            headers: parse_json(&r.get::<_, String>(3)?),
-            attempts: r.get(4)?,
-            failure: Failure::new(class, r.get::<_, String>(6)?),
-            at: r.get(7)?,
-        })
-    })?;
+    let rows = select.query_map([name], letter_of)?;
     rows.collect()
 }
 
@@ -445,9 +541,21 @@ fn restrict_to_owner(dir: &Path) {
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
 }
 
-/// Whether `dir` holds a state (for commands that read a stopped node's).
+/// Whether `dir` holds a state (for commands that read a node's).
 pub fn exists(dir: &Path) -> bool {
     dir.join(DATABASE).is_file()
+}
+
+/// The dead letters in the state at `dir`, oldest first, read without
+/// taking the state: the node may be running.
+pub fn read_dead_letters(dir: &Path) -> Result<Vec<DeadLetter>, StateError> {
+    use rusqlite::OpenFlags;
+    let path = dir.join(DATABASE);
+    let shown = path.display().to_string();
+    let damaged = |e: rusqlite::Error| StateError::Damaged { path: shown.clone(), cause: e.to_string() };
+    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(damaged)?;
+    letters(&conn, None).map_err(damaged)
 }
 
 #[cfg(test)]
@@ -461,7 +569,7 @@ mod tests {
             name: "echo".into(),
             payload: vec![i as u8; 3],
             headers: vec![("busbar-depth".into(), "1".into())],
-            retry: vec![Duration::from_millis(100), Duration::from_secs(10)],
+            retry: Some(vec![Duration::from_millis(100), Duration::from_secs(10)]),
             attempt: 1,
             due: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + u64::from(i)),
         }
@@ -509,6 +617,22 @@ mod tests {
         assert_eq!(state.take_dead_letters("other").await.unwrap().len(), 0);
         assert_eq!(state.take_dead_letters("echo").await.unwrap().len(), 1);
         assert!(state.dead_letters().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn past_its_limits_the_oldest_dead_letters_go_never_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open_keeping(dir.path(), Keep { letters: 3, bytes: 1 << 20 }).unwrap();
+        for i in 0..3 {
+            assert!(state.bury(letter(i, "echo")).await.unwrap().is_empty());
+        }
+        let dropped = state.bury(letter(3, "echo")).await.unwrap();
+        assert_eq!(dropped.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(), ["d0"]);
+        let big = DeadLetter { payload: vec![0; 2 << 20], ..letter(4, "echo") };
+        let dropped = state.bury(big).await.unwrap();
+        assert_eq!(dropped.len(), 3, "the bytes limit takes the older ones, the newest stays");
+        let kept: Vec<String> = state.dead_letters().await.unwrap().into_iter().map(|l| l.id).collect();
+        assert_eq!(kept, ["d4"]);
     }
 
     #[tokio::test]
