@@ -105,8 +105,9 @@ async fn a_node_killed_with_a_backlog_and_retries_pending_runs_every_job_after_a
     eprintln!(
         "{JOBS} jobs ({ran_before} before the kill) and {RETRIED} retried ones all ran; run again after the restart: {twice} jobs, {retried_twice} retried ones"
     );
-    // At least once: only what was running at the kill can run again.
-    assert!(twice <= 2 && retried_twice <= 2, "{twice} and {retried_twice} ran twice");
+    // At least once: only what was running at the kill (2 at a time), or
+    // had just finished with its removal not yet committed, runs again.
+    assert!(twice + retried_twice <= 4, "{twice} jobs and {retried_twice} retried ones ran again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
