@@ -54,15 +54,13 @@ impl Wasm {
     /// reading, and while reading, for a file still growing).
     fn read(path: &Path, max: u64) -> Self {
         use std::io::Read;
-        let opened = std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
+        let opened = std::fs::File::open(path).and_then(|f| Ok((f.metadata()?, f)));
         let (size, file) = match opened {
-            Ok(opened) => opened,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound || path.is_dir() => return Wasm::Missing,
+            Ok((meta, _)) if meta.is_dir() => return Wasm::Missing,
+            Ok((meta, file)) => (meta.len(), file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Wasm::Missing,
             Err(e) => return Wasm::Unreadable(format!("cannot read it: {e}")),
         };
-        if path.is_dir() {
-            return Wasm::Missing;
-        }
         let too_large = |size| Wasm::Unreadable(LoadError::TooLarge { size, max }.to_string());
         if size > max {
             return too_large(size);

@@ -192,7 +192,6 @@ pub struct Runtime {
     linker: Linker<Sandbox>,
     cache: Option<ArtifactCache>,
     idle_budget: Arc<Budget>,
-    pool_size: u32,
     /// Instances that may run at once: the pool less the quarter kept for
     /// warm instances (see [`running_slots`]).
     running: Arc<tokio::sync::Semaphore>,
@@ -284,16 +283,7 @@ impl Runtime {
         // rest may run, so a running invocation always finds a free slot.
         let idle_budget = Budget::new(options.max_instances as usize / 4);
         let running = Arc::new(tokio::sync::Semaphore::new(running_slots(options.max_instances) as usize));
-        Ok(Self {
-            engine,
-            linker,
-            cache,
-            idle_budget,
-            pool_size: options.max_instances,
-            running,
-            options: options.clone(),
-            _ticker: ticker,
-        })
+        Ok(Self { engine, linker, cache, idle_budget, running, options: options.clone(), _ticker: ticker })
     }
 
     /// Validates, compiles (or loads from the cache) and pre-instantiates a
@@ -381,7 +371,7 @@ impl Runtime {
     /// `concurrency`: half of those that may run, so that one handler never
     /// holds every instance while others wait.
     pub fn handler_share(&self) -> u32 {
-        (running_slots(self.pool_size) / 2).max(1)
+        (running_slots(self.pool_size()) / 2).max(1)
     }
 
     /// Waits for an instance slot, until `deadline` if there is one; the
@@ -407,7 +397,7 @@ impl Runtime {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_closed)) => Err(Failure::new(FailureClass::Retry, "the node is stopping")),
             Err(_elapsed) => {
-                let running = running_slots(self.pool_size);
+                let running = running_slots(self.pool_size());
                 Err(pool_full(handler, &format!("all {running} instances that may run are running")))
             }
         }
@@ -420,12 +410,12 @@ impl Runtime {
 
     /// How many instances may exist at once across all handlers (the pool's size).
     pub fn pool_size(&self) -> u32 {
-        self.pool_size
+        self.options.max_instances
     }
 
     /// How many instances run now (each holds a pool slot).
     pub fn running_instances(&self) -> usize {
-        (running_slots(self.pool_size) as usize).saturating_sub(self.running.available_permits())
+        (running_slots(self.pool_size()) as usize).saturating_sub(self.running.available_permits())
     }
 
     /// How many instances wait warm for reuse now (each holds a pool slot).

@@ -255,20 +255,23 @@ async fn a_table_growth_bomb_is_contained() {
 }
 
 /// A service component of four core instances (the most the instance pool
-/// allows), three of them with a linear memory of 15 MiB each: 45 MiB in
-/// one instance of the component.
-fn many_memories() -> Vec<u8> {
-    let memories = "(core module $big (memory (export \"m\") 240))
+/// allows), three of them with a linear memory of `pages` 64 KiB pages
+/// each, whose `handle` runs `body`.
+fn many_memories(pages: u32, body: &str) -> Vec<u8> {
+    let memories = format!(
+        "(core module $big (memory (export \"m\") {pages}))
   (core instance $b1 (instantiate $big))
   (core instance $b2 (instantiate $big))
-  (core instance $b3 (instantiate $big))";
-    service_component(memories, &core_handle("unreachable"), "", SERVICE_LIFT)
+  (core instance $b3 (instantiate $big))"
+    );
+    service_component(&memories, &core_handle(body), "", SERVICE_LIFT)
 }
 
 #[tokio::test]
 async fn the_memory_limit_counts_every_linear_memory_of_an_instance() {
     let folder = Folder::with(&["echo"]);
-    folder.write("memories.wasm", &many_memories());
+    // 3 × 15 MiB in one instance.
+    folder.write("memories.wasm", &many_memories(240, "unreachable"));
     folder.sidecar("memories", "memory = \"16MiB\"\n");
     let (node, report) = busbar_tests::support::start_on(&Default::default(), &folder, "").await;
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
@@ -370,22 +373,12 @@ async fn a_full_instance_pool_fails_a_call_as_overloaded_not_as_a_trap() {
     assert_eq!(call(&node, "echo", "room again").await.as_deref(), Ok(b"room again".as_slice()));
 }
 
-/// A service component with four linear memories that loops until its
-/// timeout.
-fn many_memories_spinning() -> Vec<u8> {
-    let memories = "(core module $big (memory (export \"m\") 1))
-  (core instance $b1 (instantiate $big))
-  (core instance $b2 (instantiate $big))
-  (core instance $b3 (instantiate $big))";
-    service_component(memories, &core_handle("(loop $spin (br $spin)) unreachable"), "", SERVICE_LIFT)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_out_of_memories_fails_an_instantiation_as_overloaded_not_as_a_trap() {
     let folder = Folder::with(&[]);
     // A pool of 4 holds 8 linear memories: two of these instances at once.
     for name in ["m1", "m2", "m3"] {
-        folder.write(&format!("{name}.wasm"), &many_memories_spinning());
+        folder.write(&format!("{name}.wasm"), &many_memories(1, "(loop $spin (br $spin)) unreachable"));
         folder.sidecar(name, "timeout = \"2s\"\n");
     }
     let (node, report) = start_own_runtime(&folder, "[node]\ninstances = 4\n").await;

@@ -60,11 +60,6 @@ impl DefaultDriver {
         Ok(Self { hub: Arc::new(Hub { state: Some(state), ..Hub::default() }) })
     }
 
-    /// Whether this hub keeps its dispatches on disk.
-    pub fn is_durable(&self) -> bool {
-        self.hub.state.is_some()
-    }
-
     /// A driver with a hub of its own that keeps at most `count` dead
     /// letters and `bytes` of them (defaults: [`DEAD_LETTER_LIMIT`] and
     /// [`DEAD_LETTER_BYTES`]).
@@ -210,7 +205,7 @@ impl Hub {
                     tracing::error!(%name, %id, "could not keep a dead letter: {e}; the dispatch runs again after a restart");
                     Vec::new()
                 });
-                (dropped, state::DEAD_LETTERS_KEPT as usize, state::DEAD_LETTER_BYTES_KEPT as usize)
+                (dropped, DEAD_LETTER_LIMIT, DEAD_LETTER_BYTES)
             }
             None => {
                 let mut dead = crate::sync::lock(&self.dead);

@@ -27,10 +27,6 @@ pub const LOCK: &str = "busbar.lock";
 const SCHEMA: i64 = 1;
 /// Operations committed in one transaction at most.
 const GROUP: usize = 512;
-/// Dead letters kept; past it the oldest go (counted by whoever buried).
-pub const DEAD_LETTERS_KEPT: i64 = 10_000;
-/// Bytes of dead letters (payloads, headers, messages) kept.
-pub const DEAD_LETTER_BYTES_KEPT: i64 = 64 << 20;
 
 /// Why a state directory cannot be used. Nothing stored is changed.
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +140,8 @@ impl std::fmt::Debug for State {
 impl State {
     /// Opens (creating if need be) the state in `dir`, or says why not.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        Self::open_keeping(dir, Keep { letters: DEAD_LETTERS_KEPT, bytes: DEAD_LETTER_BYTES_KEPT })
+        let keep = Keep { letters: super::DEAD_LETTER_LIMIT as i64, bytes: super::DEAD_LETTER_BYTES as i64 };
+        Self::open_keeping(dir, keep)
     }
 
     /// [`State::open`], keeping at most `keep` of dead letters.
@@ -195,8 +192,9 @@ impl State {
     }
 
     /// Removes dispatch `letter.id` and keeps `letter`, in one commit;
-    /// returns the oldest letters removed to stay within
-    /// [`DEAD_LETTERS_KEPT`] and [`DEAD_LETTER_BYTES_KEPT`] (never the new one).
+    /// returns the oldest letters removed to stay within the driver's
+    /// [`super::DEAD_LETTER_LIMIT`] and [`super::DEAD_LETTER_BYTES`] (never
+    /// the new one).
     pub async fn bury(&self, letter: DeadLetter) -> Result<Vec<DeadLetter>, StateError> {
         match self.ask(Op::Bury { letter }).await? {
             Answer::Dropped(dropped) => Ok(dropped),
