@@ -162,6 +162,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read and write key-value buckets: the default driver's state (beside a
+    /// running node), or JetStream KV on NATS.
+    Kv {
+        /// What to do.
+        #[command(subcommand)]
+        action: KvAction,
+    },
     /// Compile the component on stdin to a precompiled artifact on stdout,
     /// under limits (what a node runs to compile a handler).
     #[command(name = "compile-worker", hide = true)]
@@ -203,6 +210,49 @@ pub enum GuestAction {
         /// Where to write the component.
         #[arg(long, short)]
         output: PathBuf,
+    },
+}
+
+/// `busbar kv` actions.
+#[derive(Debug, Subcommand)]
+pub enum KvAction {
+    /// Print the value of KEY (exit code 4 when it is not set).
+    Get {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
+    /// Set KEY to VALUE (`-` or none: standard input).
+    Set {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// The value.
+        value: Option<String>,
+    },
+    /// Remove KEY.
+    Delete {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
+    /// List the keys, one a line.
+    Keys {
+        /// The bucket.
+        bucket: String,
+    },
+    /// Add DELTA (default 1) to the counter in KEY and print the sum.
+    Increment {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// What to add (may be negative).
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        delta: i64,
     },
 }
 
@@ -496,6 +546,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
                 Ok(())
             }
         },
+        Command::Kv { action } => kv(&cli, action).await,
         Command::Nodes { json } => {
             let nodes = on_the_bus(&cli, async |node| node.nodes().await).await?;
             if *json {
@@ -562,6 +613,74 @@ async fn on_the_bus<T>(
     let answer = ask(&node).await;
     node.stop().await;
     answer.map_err(host)
+}
+
+/// `busbar kv`: one bucket operation, on the state directory of a node on
+/// the default driver (running or not), or over the node's bus.
+async fn kv(cli: &Cli, action: &KvAction) -> Result<(), Exit> {
+    let config = load_config(cli)?;
+    let (KvAction::Get { bucket, .. }
+    | KvAction::Set { bucket, .. }
+    | KvAction::Delete { bucket, .. }
+    | KvAction::Keys { bucket }
+    | KvAction::Increment { bucket, .. }) = action;
+    crate::keyvalue::check_bucket_name(bucket).map_err(|message| Exit { code: 2, message })?;
+    let first = config.connections.first().ok_or_else(|| host("the config has no connection"))?;
+    let mut node = None;
+    let buckets = if first.driver == "default" {
+        let dir = config.node.state_dir().ok_or_else(|| {
+            host("this node keeps its buckets in memory (`[node] state = \"\"`): nothing outside it can read them")
+        })?;
+        crate::driver::default::state_buckets(&dir, &first.setting).map_err(host)?
+    } else {
+        let started = start(cli).await?;
+        let buckets = started.buckets().ok_or_else(|| host("the node has no connection"))?;
+        node = Some(started);
+        buckets
+    };
+    let done = kv_action(buckets.as_ref(), action).await;
+    if let Some(node) = node {
+        node.stop().await;
+    }
+    done
+}
+
+async fn kv_action(buckets: &dyn crate::keyvalue::Buckets, action: &KvAction) -> Result<(), Exit> {
+    match action {
+        KvAction::Get { bucket, key } => match buckets.get(bucket, key).await.map_err(host)? {
+            Some(entry) => std::io::stdout().write_all(&entry.value).map_err(host),
+            None => Err(Exit { code: 4, message: format!("key `{key}` is not set in bucket `{bucket}`") }),
+        },
+        KvAction::Set { bucket, key, value } => {
+            let value = match value.as_deref() {
+                Some(value) if value != "-" => value.as_bytes().to_vec(),
+                _ => {
+                    let mut read = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut read).map_err(host)?;
+                    read
+                }
+            };
+            buckets.set(bucket, key, value).await.map(drop).map_err(host)
+        }
+        KvAction::Delete { bucket, key } => buckets.delete(bucket, key).await.map_err(host),
+        KvAction::Keys { bucket } => {
+            let mut after: Option<String> = None;
+            loop {
+                let page = buckets.keys(bucket, after.as_deref(), crate::keyvalue::PAGE).await.map_err(host)?;
+                for key in &page {
+                    println!("{key}");
+                }
+                if page.len() < crate::keyvalue::PAGE {
+                    return Ok(());
+                }
+                after = page.last().cloned();
+            }
+        }
+        KvAction::Increment { bucket, key, delta } => {
+            println!("{}", buckets.increment(bucket, key, *delta).await.map_err(host)?);
+            Ok(())
+        }
+    }
 }
 
 /// Compiles `file` as a node would (in a compile worker, under the config's

@@ -29,12 +29,14 @@
 //! queue = 256               # ...and waiting for a slot; past that, `overloaded`
 //! max_payload = "1MiB"
 //! max_reply = "1MiB"
-//! max_calls = 100           # bus operations one invocation may make
+//! max_calls = 100           # bus operations and HTTP requests one invocation may make
 //! max_pending = 10000       # dispatches to one handler pending at once
+//! max_http_body = "16MiB"   # largest HTTP response body one request may receive
 //!
 //! [grants]                  # how far a sidecar's grants may reach (default: nothing beyond the folder)
 //! dirs = ["/srv/data"]      # roots for `[[dirs]]` besides the handlers folder
 //! net = ["127.0.0.1:*"]     # addresses a sidecar may grant in `net`
+//! http = ["https://*.example.com", "http://127.0.0.1:*"] # origins a sidecar may grant in `http`
 //!
 //! [bus]                     # one connection...
 //! driver = "default"
@@ -194,10 +196,14 @@ pub struct HandlerDefaults {
     /// Largest reply a handler may return, in bytes.
     #[serde(with = "serde_units::opt_size")]
     pub max_reply: Option<u64>,
-    /// Bus operations (call, dispatch, broadcast, rolecast) one invocation may make.
+    /// Bus operations (call, dispatch, broadcast, rolecast) and outbound
+    /// HTTP requests one invocation may make.
     pub max_calls: u32,
     /// Dispatches to one handler that may be pending at once.
     pub max_pending: u32,
+    /// Largest HTTP response body one request of an invocation may receive.
+    #[serde(with = "serde_units::opt_size")]
+    pub max_http_body: Option<u64>,
 }
 
 impl Default for HandlerDefaults {
@@ -214,6 +220,7 @@ impl Default for HandlerDefaults {
             max_reply: Some(1 << 20),
             max_calls: 100,
             max_pending: 10_000,
+            max_http_body: Some(limits::DEFAULT_HTTP_BODY),
         }
     }
 }
@@ -240,6 +247,9 @@ pub struct GrantRules {
     /// Addresses sidecars may grant in `net`: `host:port`, where the host
     /// (an IP address or a name) or the port may be `*`; `"*"` alone allows any.
     pub net: Vec<String>,
+    /// Origins sidecars may grant in `http`: `scheme://host[:port]`, where
+    /// the host may be `*` or start with `*.` and the port may be `*`.
+    pub http: Vec<String>,
 }
 
 /// One bus connection (`[bus]` or `[bus.NAME]`).
@@ -369,6 +379,10 @@ impl Config {
         for entry in &grants.net {
             crate::handlers::sidecar::NetPattern::parse(entry)
                 .map_err(|e| ConfigError::new(file, format!("in `grants.net`: {e}")))?;
+        }
+        for entry in &grants.http {
+            crate::handlers::sidecar::OriginPattern::parse(entry)
+                .map_err(|e| ConfigError::new(file, format!("in `grants.http`: {e}")))?;
         }
         if node.id.trim().is_empty() {
             return Err(ConfigError::new(file, "node.id cannot be empty"));

@@ -41,6 +41,7 @@ pub mod delivery;
 pub mod driver;
 pub mod fault;
 pub mod handlers;
+pub mod keyvalue;
 pub mod limits;
 pub mod node;
 pub mod ops;

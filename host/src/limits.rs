@@ -38,6 +38,10 @@ pub const MAX_COMPILE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const MAX_MEMORY: u64 = 4 << 30;
 /// `max_payload` and `max_reply` (the gateway reads bodies up to this size too).
 pub const MAX_MESSAGE: u64 = 64 << 20;
+/// `max_http_body` of a handler by default.
+pub const DEFAULT_HTTP_BODY: u64 = 16 << 20;
+/// `max_http_body` of a handler at most.
+pub const MAX_HTTP_BODY: u64 = 1 << 30;
 /// `concurrency` of one handler.
 pub const MAX_CONCURRENCY: u32 = 10_000;
 /// `queue` of one handler.

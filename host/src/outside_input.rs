@@ -56,8 +56,11 @@ const HANDLER_KEYS: &[&str] = &[
     "max_reply",
     "max_calls",
     "max_pending",
+    "max_http_body",
     "env",
     "net",
+    "http",
+    "keyvalue",
 ];
 const NODE_KEYS: &[&str] = &[
     "project",
@@ -75,7 +78,7 @@ const NODE_KEYS: &[&str] = &[
     "compile_timeout",
 ];
 const BUS_KEYS: &[&str] = &["driver", "prefix", "group", "profile", "weight", "setting"];
-const GRANT_KEYS: &[&str] = &["dirs", "net"];
+const GRANT_KEYS: &[&str] = &["dirs", "net", "http"];
 
 /// Every limit of `policy` is within its documented maximum.
 fn assert_bounded(policy: &handlers::Policy) {
@@ -87,6 +90,7 @@ fn assert_bounded(policy: &handlers::Policy) {
     assert!(policy.queue <= limits::MAX_QUEUE && policy.reuse <= limits::MAX_REUSE, "{policy:?}");
     assert!(policy.max_payload <= limits::MAX_MESSAGE && policy.max_reply <= limits::MAX_MESSAGE, "{policy:?}");
     assert!(policy.max_calls <= limits::MAX_CALLS, "{policy:?}");
+    assert!(policy.max_http_body <= limits::MAX_HTTP_BODY, "{policy:?}");
     assert!((1..=limits::MAX_PENDING).contains(&policy.max_pending), "{policy:?}");
 }
 

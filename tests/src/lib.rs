@@ -10,3 +10,4 @@ pub mod guests {
 pub mod cluster;
 pub mod nats;
 pub mod support;
+pub mod web;

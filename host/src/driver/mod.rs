@@ -231,4 +231,7 @@ pub trait Connection: Send + Sync {
     fn is_connected(&self) -> bool {
         true
     }
+    /// The bus's key-value buckets, which handlers reach through
+    /// `wasi:keyvalue`.
+    fn buckets(&self) -> Arc<dyn crate::keyvalue::Buckets>;
 }

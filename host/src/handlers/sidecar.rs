@@ -4,7 +4,7 @@
 
 use crate::config::{Config, ConfigError, HandlerDefaults};
 use crate::limits;
-use crate::runtime::{DirGrant, Grants};
+use crate::runtime::{DirGrant, Grants, Origin};
 use crate::units::serde_units;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -34,8 +34,10 @@ pub struct Policy {
     pub max_payload: u64,
     /// Largest reply allowed, in bytes.
     pub max_reply: u64,
-    /// Bus operations one invocation may make.
+    /// Bus operations and HTTP requests one invocation may make.
     pub max_calls: u32,
+    /// Largest HTTP response body one request may receive, in bytes.
+    pub max_http_body: u64,
     /// Dispatches to this handler that may wait (queued, running or between
     /// attempts) at once; past it a dispatch is refused as `overloaded`.
     pub max_pending: u32,
@@ -57,6 +59,7 @@ impl Policy {
             max_payload: defaults.max_payload.unwrap_or(limits::MAX_MESSAGE),
             max_reply: defaults.max_reply.unwrap_or(limits::MAX_MESSAGE),
             max_calls: defaults.max_calls,
+            max_http_body: defaults.max_http_body.unwrap_or(limits::DEFAULT_HTTP_BODY),
             max_pending: defaults.max_pending,
             grants: Arc::default(),
         }
@@ -88,6 +91,7 @@ impl Policy {
         limits::size_at_most(&key("max_payload"), self.max_payload, limits::MAX_MESSAGE)?;
         limits::size_at_most(&key("max_reply"), self.max_reply, limits::MAX_MESSAGE)?;
         limits::count_within(&key("max_calls"), self.max_calls, 0, limits::MAX_CALLS)?;
+        limits::size_at_most(&key("max_http_body"), self.max_http_body, limits::MAX_HTTP_BODY)?;
         limits::count_within(&key("max_pending"), self.max_pending, 1, limits::MAX_PENDING)?;
         Ok(())
     }
@@ -103,6 +107,8 @@ pub struct Rules {
     pub dir_roots: Vec<PathBuf>,
     /// `[grants] net`, resolved once: the addresses a sidecar may grant.
     pub net: Vec<NetPattern>,
+    /// `[grants] http`: the origins a sidecar may grant.
+    pub http: Vec<OriginPattern>,
 }
 
 impl Rules {
@@ -114,6 +120,7 @@ impl Rules {
             defaults: config.handlers.clone(),
             dir_roots: config.grants.dirs.clone(),
             net: config.grants.net.iter().filter_map(|p| NetPattern::parse(p).ok()).collect(),
+            http: config.grants.http.iter().filter_map(|p| OriginPattern::parse(p).ok()).collect(),
         }
     }
 }
@@ -138,10 +145,16 @@ struct Sidecar {
     max_reply: Option<u64>,
     max_calls: Option<u32>,
     max_pending: Option<u32>,
+    #[serde(default, with = "serde_units::opt_size")]
+    max_http_body: Option<u64>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
     net: Vec<String>,
+    #[serde(default)]
+    http: Vec<String>,
+    #[serde(default)]
+    keyvalue: Vec<String>,
     #[serde(default)]
     dirs: Vec<SidecarDir>,
 }
@@ -219,11 +232,18 @@ pub fn policy(stem: &str, sidecar: &Path, rules: &Rules) -> Result<Policy, Confi
         max_payload: side.max_payload.unwrap_or(base.max_payload),
         max_reply: side.max_reply.unwrap_or(base.max_reply),
         max_calls: side.max_calls.unwrap_or(base.max_calls),
+        max_http_body: side.max_http_body.unwrap_or(base.max_http_body),
         max_pending: side.max_pending.unwrap_or(base.max_pending),
         grants: Arc::default(),
     };
     policy.check("").map_err(|e| ConfigError::new(sidecar, e))?;
-    let grants = grants(sidecar, side.env, side.dirs, side.net, rules).map_err(|e| ConfigError::new(sidecar, e))?;
+    let mut grants = grants(sidecar, side.env, side.dirs, side.net, rules).map_err(|e| ConfigError::new(sidecar, e))?;
+    grants.http = origins(&side.http, &rules.http).map_err(|e| ConfigError::new(sidecar, format!("in `http`: {e}")))?;
+    for bucket in &side.keyvalue {
+        crate::keyvalue::check_bucket_name(bucket)
+            .map_err(|e| ConfigError::new(sidecar, format!("in `keyvalue`: {e}")))?;
+    }
+    grants.keyvalue = side.keyvalue;
     policy.grants = Arc::new(grants);
     Ok(policy)
 }
@@ -266,6 +286,23 @@ fn grants(
         granted.net.extend(addrs);
     }
     Ok(granted)
+}
+
+/// The origins of a sidecar's `http`, each one the operator allows.
+fn origins(entries: &[String], allowed: &[OriginPattern]) -> Result<Vec<Origin>, String> {
+    let mut origins = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let origin = Origin::parse(entry)?;
+        if !allowed.iter().any(|p| p.allows(&origin)) {
+            return Err(format!(
+                "`{entry}` is not an origin the operator allows; list it (or a pattern such as `https://*.example.com`) under `[grants] http` in busbar.toml"
+            ));
+        }
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    Ok(origins)
 }
 
 /// The real path of a `[[dirs]]` host directory `host` of a sidecar in
@@ -349,9 +386,103 @@ impl NetPattern {
     }
 }
 
+/// One entry of `[grants] http`: the origins sidecars may grant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OriginPattern {
+    tls: bool,
+    /// The host, or `None` for any (`*`); a leading `*.` matches any
+    /// subdomain (not the domain itself).
+    host: Option<String>,
+    /// The port, or `None` for any (`*`).
+    port: Option<u16>,
+}
+
+impl OriginPattern {
+    /// Reads `scheme://host[:port]` where the host may be `*` or `*.domain`
+    /// and the port may be `*` (no port: the scheme's default).
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        let (scheme, rest) =
+            entry.split_once("://").ok_or_else(|| format!("`{entry}` is not `scheme://host[:port]`"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => (host, Some(port)),
+            _ => (rest, None),
+        };
+        if host.is_empty() {
+            return Err(format!("`{entry}` has no host; write `*` for any"));
+        }
+        let wild_host = host == "*" || host.starts_with("*.");
+        // The concrete parts must make an origin of their own.
+        let probe_host = if wild_host { host.trim_start_matches('*').trim_start_matches('.') } else { host };
+        let probe_host = if probe_host.is_empty() { "any" } else { probe_host };
+        let probe_port = match port {
+            Some("*") | None => String::new(),
+            Some(p) => format!(":{p}"),
+        };
+        let probe = Origin::parse(&format!("{scheme}://{probe_host}{probe_port}")).map_err(|e| {
+            format!("`{entry}`: {e}; a pattern may use `*` for the host, a `*.` prefix, or `*` for the port")
+        })?;
+        Ok(Self {
+            tls: probe.tls,
+            host: (host != "*").then(|| if wild_host { format!("*.{}", probe.host) } else { probe.host }),
+            port: if port == Some("*") { None } else { Some(probe.port) },
+        })
+    }
+
+    /// Whether the pattern covers `origin`.
+    pub fn allows(&self, origin: &Origin) -> bool {
+        let host = match self.host.as_deref() {
+            None => true,
+            Some(pattern) => match pattern.strip_prefix("*.") {
+                Some(domain) => origin.host.strip_suffix(domain).is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+                None => origin.host == pattern,
+            },
+        };
+        self.tls == origin.tls && host && self.port.is_none_or(|p| p == origin.port)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_grants_are_origins_the_operator_allows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let side = dir.path().join("api.toml");
+        let patterns = ["https://*.example.com", "http://127.0.0.1:*", "https://api.other.org"];
+        let rules = Rules {
+            http: patterns.iter().map(|p| OriginPattern::parse(p).expect("pattern")).collect(),
+            ..Rules::default()
+        };
+        std::fs::write(
+            &side,
+            "http = [\"https://api.example.com\", \"http://127.0.0.1:8080\", \"https://api.other.org:443/\"]\n",
+        )
+        .expect("write");
+        let p = policy("api", &side, &rules).expect("allowed origins");
+        let granted: Vec<String> = p.grants.http.iter().map(ToString::to_string).collect();
+        assert_eq!(granted, ["https://api.example.com:443", "http://127.0.0.1:8080", "https://api.other.org:443"]);
+
+        for (entry, why) in [
+            ("https://example.com", "not an origin the operator allows"),
+            ("http://api.example.com", "not an origin the operator allows"),
+            ("https://api.other.org:8443", "not an origin the operator allows"),
+            ("https://evil.com/.example.com", "not an origin"),
+            ("127.0.0.1:8080", "not an origin"),
+        ] {
+            std::fs::write(&side, format!("http = [{entry:?}]\n")).expect("write");
+            let e = policy("api", &side, &rules).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("`http`"), "{entry}: {e}");
+        }
+        // Nothing is allowed unless the operator says so.
+        std::fs::write(&side, "http = [\"https://api.example.com\"]\n").expect("write");
+        let e = policy("api", &side, &Rules::default()).unwrap_err().to_string();
+        assert!(e.contains("[grants] http"), "{e}");
+        for bad in ["*", "https://", "ftp://*", "https://x:*x", "https://**.x"] {
+            assert!(OriginPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sidecar_overrides_defaults_and_rejects_unknown_keys() {

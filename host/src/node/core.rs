@@ -157,6 +157,11 @@ impl Core {
         result
     }
 
+    /// The key-value buckets handlers use, once connected.
+    fn buckets(&self) -> Option<Arc<dyn crate::keyvalue::Buckets>> {
+        self.outgoing.get().and_then(Outgoing::buckets)
+    }
+
     /// Runs one delivery on `route`'s handler within its limits: payload
     /// size, admission (concurrency and queue), the invocation, reply size.
     async fn run(&self, route: &Route, envelope: Envelope, trace: Carried, me: Arc<Core>) -> Result<Vec<u8>, Failure> {
@@ -190,7 +195,9 @@ impl Core {
             memory: policy.memory,
             max_depth: self.config.handlers.max_depth,
             max_calls: policy.max_calls,
+            max_http_body: policy.max_http_body,
             grants: policy.grants.clone(),
+            buckets: self.buckets(),
             outbound: me,
             reuse: policy.reuse,
             trace,

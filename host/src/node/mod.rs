@@ -384,7 +384,13 @@ impl Node {
             .collect()
     }
 
-    /// This node's own statistics.
+    /// The key-value buckets of the node's handlers (on its first
+    /// connection), once connected.
+    pub fn buckets(&self) -> Option<Arc<dyn crate::keyvalue::Buckets>> {
+        self.core.outgoing.get().and_then(outgoing::Outgoing::buckets)
+    }
+
+    /// This node's own per-name statistics.
     pub fn local_stats(&self) -> Vec<NameStats> {
         self.core.handlers.stats(&self.core.config.node.id)
     }

@@ -59,13 +59,21 @@ pub(crate) struct Outgoing {
     /// Operations sent through each connection, for `Node::connections`.
     sent: Vec<AtomicU64>,
     picker: WeightedPicker,
+    /// The key-value buckets handlers use: the first connection's.
+    buckets: Option<Arc<dyn crate::keyvalue::Buckets>>,
 }
 
 impl Outgoing {
     /// `links`, picked in proportion to `weights`.
     pub(crate) fn new(links: Vec<Link>, weights: &[u32]) -> Self {
         let sent = links.iter().map(|_| AtomicU64::new(0)).collect();
-        Self { links, sent, picker: WeightedPicker::new(weights) }
+        let buckets = links.first().map(|link| link.connection().buckets());
+        Self { links, sent, picker: WeightedPicker::new(weights), buckets }
+    }
+
+    /// The key-value buckets of the node's handlers (on its first connection).
+    pub(crate) fn buckets(&self) -> Option<Arc<dyn crate::keyvalue::Buckets>> {
+        self.buckets.clone()
     }
 
     /// The connection for the next outgoing operation, counted.

@@ -84,6 +84,8 @@ pub async fn run(
         builder = builder.compile_worker(program);
     }
     let (node, report) = builder.start().await?;
+    // The gateway answers for the node before the log says it serves.
+    ops.attach(node.clone());
     tracing::info!(
         handlers = report.loaded.len(),
         skipped = report.skipped.len(),
@@ -93,7 +95,6 @@ pub async fn run(
         node.config().node.id,
         node.config().node.handlers.display()
     );
-    ops.attach(node.clone());
     on_ready(&node);
     shutdown.await;
     ops.drain();

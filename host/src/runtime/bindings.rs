@@ -6,4 +6,8 @@ wasmtime::component::bindgen!({
     world: "handler",
     imports: { default: async | trappable },
     exports: { default: async },
+    with: {
+        "wasi:keyvalue/store.bucket": super::keyvalue::Bucket,
+        "wasi:keyvalue/atomics.cas": super::keyvalue::Cas,
+    },
 });

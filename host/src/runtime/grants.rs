@@ -1,8 +1,9 @@
 //! What a handler may reach beyond its own memory, granted by its sidecar and
 //! nothing by default: environment variables with set values, host
 //! directories preopened at a guest path (read-only or read-write, through
-//! cap-std, so `..` and symlinks cannot leave them), and outbound TCP/UDP to
-//! listed addresses (name lookup only when a listed host was a name).
+//! cap-std, so `..` and symlinks cannot leave them), outbound TCP/UDP to
+//! listed addresses (name lookup only when a listed host was a name), and
+//! outbound HTTP to listed origins, and key-value buckets by name.
 
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -32,6 +33,10 @@ pub struct Grants {
     pub net: Vec<SocketAddr>,
     /// Whether the guest may resolve host names.
     pub lookup: bool,
+    /// Origins the guest may send HTTP requests to (`wasi:http`).
+    pub http: Vec<super::egress::Origin>,
+    /// Key-value buckets the guest may open (`wasi:keyvalue`).
+    pub keyvalue: Vec<String>,
 }
 
 impl Grants {

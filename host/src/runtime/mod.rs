@@ -7,12 +7,15 @@
 mod bindings;
 mod cache;
 pub mod compiler;
+mod egress;
 mod grants;
 mod guest_log;
+mod keyvalue;
 mod sandbox;
 mod signature;
 mod warm;
 
+pub use egress::Origin;
 pub use grants::{DirGrant, Grants};
 pub use sandbox::Outbound;
 
@@ -173,12 +176,16 @@ pub struct Invoke {
     pub memory: u64,
     /// The longest chain of nested bus calls.
     pub max_depth: u32,
-    /// Bus operations one invocation may make.
+    /// Bus operations and HTTP requests one invocation may make.
     pub max_calls: u32,
+    /// The largest HTTP response body one invocation may receive, in bytes.
+    pub max_http_body: u64,
     /// What the handler may reach (environment, directories, network).
     pub grants: Arc<Grants>,
     /// Where the handler's `bus` calls go.
     pub outbound: Arc<dyn Outbound>,
+    /// The key-value buckets of the node's bus.
+    pub buckets: Option<Arc<dyn crate::keyvalue::Buckets>>,
     /// How many more invocations one instance may serve after its first;
     /// 0 gives every invocation a fresh instance.
     pub reuse: u32,
@@ -267,6 +274,7 @@ impl Runtime {
         let engine = Engine::new(&engine_config(options)?)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         bindings::Handler::add_to_linker::<_, wasmtime::component::HasSelf<Sandbox>>(&mut linker, |s| s)?;
         let cache = match &options.cache_dir {
             Some(dir) => match ArtifactCache::new(&engine, dir) {
@@ -432,8 +440,20 @@ impl Runtime {
     /// handler allows reuse. Service modes return the reply; message modes
     /// return an empty reply.
     pub async fn invoke(&self, compiled: &Compiled, invoke: Invoke) -> Result<Vec<u8>, Failure> {
-        let Invoke { handler, envelope, timeout, memory, max_depth, max_calls, grants, outbound, reuse, trace } =
-            invoke;
+        let Invoke {
+            handler,
+            envelope,
+            timeout,
+            memory,
+            max_depth,
+            max_calls,
+            max_http_body,
+            grants,
+            outbound,
+            buckets,
+            reuse,
+            trace,
+        } = invoke;
         let start = Instant::now();
         let own = crate::limits::later(start, timeout);
         let deadline = envelope.deadline.map_or(own, |d| d.min(own));
@@ -444,7 +464,8 @@ impl Runtime {
             (true, None, _) => return Err(not_exported(&handler, "service")),
             (false, _, None) => return Err(not_exported(&handler, "message")),
         };
-        let scope = Scope { deadline, depth: envelope.depth(), max_depth, max_calls, outbound, trace };
+        let scope =
+            Scope { deadline, depth: envelope.depth(), max_depth, max_calls, outbound, trace, max_http_body, buckets };
         let warm = match reuse {
             0 => {
                 compiled.idle.clear();

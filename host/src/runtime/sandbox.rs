@@ -1,11 +1,15 @@
 //! What an invocation's `Store` holds: a WASI context with exactly the
-//! handler's [`Grants`] (nothing by default), the memory limiter, the invocation's [`Scope`] (deadline,
-//! depth, way out), and the `bus` import, which forwards to the bus core
-//! through [`Outbound`] with the call depth counted. A store serves one
-//! invocation, or several in turn when its handler opts into reuse: each
-//! begins with [`Sandbox::begin`] and ends with [`Sandbox::end`].
+//! handler's [`Grants`] (nothing by default), the memory limiter, the
+//! invocation's [`Scope`] (deadline, depth, way out), the `bus` import,
+//! which forwards to the bus core through [`Outbound`] with the call depth
+//! counted, and `wasi:http`'s outgoing handler, which sends only to granted
+//! origins ([`super::egress`]). Bus operations and HTTP requests count
+//! against one `max_calls`. A store serves one invocation, or several in
+//! turn when its handler opts into reuse: each begins with
+//! [`Sandbox::begin`] and ends with [`Sandbox::end`].
 
 use super::bindings::busbar::handler::{bus, types};
+use super::egress::Outgoing;
 use super::grants::Grants;
 use super::guest_log::GuestLog;
 use crate::delivery::failure::{Failure, FailureClass};
@@ -14,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// The way out of a handler: the bus core implements it, so the runtime never
 /// learns which driver carries a nested call.
@@ -38,38 +43,73 @@ pub(crate) struct Scope {
     pub(crate) outbound: Arc<dyn Outbound>,
     /// The trace nested deliveries carry on (the invocation as their parent).
     pub(crate) trace: crate::ops::trace::Carried,
+    /// The largest HTTP response body the invocation may receive, in bytes.
+    pub(crate) max_http_body: u64,
+    /// The key-value buckets of the node's bus.
+    pub(crate) buckets: Option<Arc<dyn crate::keyvalue::Buckets>>,
 }
 
 /// The data of a handler's store.
 pub(crate) struct Sandbox {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     /// The guest's stdout and stderr, flushed at the end of each invocation.
     logs: [GuestLog; 2],
+    egress: Egress,
+}
+
+/// The invocation's ways out of the sandbox (bus operations and HTTP
+/// requests), counted against its `max_calls`.
+struct Egress {
+    handler: Arc<str>,
     scope: Scope,
-    /// Bus operations made by the current invocation.
+    grants: Arc<Grants>,
+    /// Bus operations and HTTP requests made by the current invocation.
     calls: u32,
+}
+
+impl Egress {
+    /// Counts one more operation, or says why the invocation may make no more.
+    fn count(&mut self, what: &dyn std::fmt::Display) -> Result<(), String> {
+        let max_calls = self.scope.max_calls;
+        if self.calls >= max_calls {
+            return Err(format!(
+                "{what} refused: this invocation already made {max_calls} bus calls and HTTP requests, its limit (`max_calls`)"
+            ));
+        }
+        self.calls += 1;
+        Ok(())
+    }
 }
 
 /// Bytes of randomness one `get-random-bytes` may ask for; more traps.
 const MAX_RANDOM: u64 = 1 << 20;
 
 impl Sandbox {
-    pub(crate) fn new(handler: &Arc<str>, memory: u64, scope: Scope, grants: &Grants) -> std::io::Result<Self> {
+    pub(crate) fn new(handler: &Arc<str>, memory: u64, scope: Scope, grants: &Arc<Grants>) -> std::io::Result<Self> {
         let logs = GuestLog::pair(handler.clone());
         let mut wasi = WasiCtx::builder();
         wasi.stdout(logs[0].clone()).stderr(logs[1].clone()).max_random_size(MAX_RANDOM);
         grants.apply(&mut wasi)?;
         let wasi = wasi.build();
-        Ok(Self { wasi, table: ResourceTable::new(), limiter: MemoryLimiter::new(memory), logs, scope, calls: 0 })
+        let egress = Egress { handler: handler.clone(), scope, grants: grants.clone(), calls: 0 };
+        Ok(Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(memory),
+            logs,
+            egress,
+        })
     }
 
     /// Readies a reused store for its next invocation.
     pub(crate) fn begin(&mut self, memory: u64, scope: Scope) {
         self.limiter = MemoryLimiter::new(memory);
-        self.scope = scope;
-        self.calls = 0;
+        self.egress.scope = scope;
+        self.egress.calls = 0;
     }
 
     /// Closes an invocation: logs its unfinished output line and gives the
@@ -87,16 +127,10 @@ impl Sandbox {
         payload: Vec<u8>,
         timeout: Option<u64>,
     ) -> Result<Vec<u8>, types::BusError> {
-        let Scope { deadline, depth, max_depth, max_calls, ref outbound, ref trace } = self.scope;
-        if self.calls >= max_calls {
-            return Err(types::BusError {
-                class: types::ErrorClass::Denied,
-                message: format!(
-                    "{mode} to `{name}` refused: this invocation already made {max_calls} bus calls, its limit (`max_calls`)"
-                ),
-            });
+        if let Err(message) = self.egress.count(&format_args!("{mode} to `{name}`")) {
+            return Err(types::BusError { class: types::ErrorClass::Denied, message });
         }
-        self.calls += 1;
+        let Scope { deadline, depth, max_depth, ref outbound, ref trace, .. } = self.egress.scope;
         if depth >= max_depth {
             return Err(types::BusError {
                 class: types::ErrorClass::Denied,
@@ -113,9 +147,64 @@ impl Sandbox {
     }
 }
 
+/// What the `wasi:keyvalue` host ([`super::keyvalue`]) reaches.
+impl Sandbox {
+    pub(super) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    pub(super) fn grants(&self) -> &Grants {
+        &self.egress.grants
+    }
+
+    pub(super) fn handler(&self) -> Arc<str> {
+        self.egress.handler.clone()
+    }
+
+    pub(super) fn buckets(&self) -> Option<Arc<dyn crate::keyvalue::Buckets>> {
+        self.egress.scope.buckets.clone()
+    }
+
+    /// Counts one operation against `max_calls`, or says why not.
+    pub(super) fn egress_count(&mut self, what: &dyn std::fmt::Display) -> Result<(), String> {
+        self.egress.count(what)
+    }
+}
+
 impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for Sandbox {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.egress }
+    }
+}
+
+impl WasiHttpHooks for Egress {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> super::egress::Sent {
+        let what = format_args!("HTTP request to {}", request.uri());
+        if let Err(message) = self.count(&what) {
+            if let Some(left_out) = crate::ops::lograte::line("http-limit", &self.handler) {
+                tracing::warn!(handler = %self.handler, "handler `{}`: {message}{left_out}", self.handler);
+            }
+            return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
+        }
+        let outgoing = Outgoing {
+            handler: &self.handler,
+            granted: &self.grants.http,
+            deadline: self.scope.deadline,
+            max_body: self.scope.max_http_body,
+            trace: &self.scope.trace,
+        };
+        outgoing.send(request, options)
     }
 }
 

@@ -15,19 +15,61 @@ use std::path::{Path, PathBuf};
 /// The WIT package every handler is written against (`wit/handler.wit`).
 pub const WIT: &str = include_str!("../../../wit/handler.wit");
 
+/// The packages `handler.wit` uses, as `wit/deps/` holds them (path, text):
+/// `wasi:keyvalue@0.2.0-draft2`, and WASI 0.2.12 for `wasi:http`.
+pub const WIT_DEPS: [(&str, &str); 12] = [
+    ("deps/keyvalue/atomic.wit", include_str!("../../../wit/deps/keyvalue/atomic.wit")),
+    ("deps/keyvalue/batch.wit", include_str!("../../../wit/deps/keyvalue/batch.wit")),
+    ("deps/keyvalue/store.wit", include_str!("../../../wit/deps/keyvalue/store.wit")),
+    ("deps/keyvalue/watch.wit", include_str!("../../../wit/deps/keyvalue/watch.wit")),
+    ("deps/keyvalue/world.wit", include_str!("../../../wit/deps/keyvalue/world.wit")),
+    ("deps/cli.wit", include_str!("../../../wit/deps/cli.wit")),
+    ("deps/clocks.wit", include_str!("../../../wit/deps/clocks.wit")),
+    ("deps/filesystem.wit", include_str!("../../../wit/deps/filesystem.wit")),
+    ("deps/http.wit", include_str!("../../../wit/deps/http.wit")),
+    ("deps/io.wit", include_str!("../../../wit/deps/io.wit")),
+    ("deps/random.wit", include_str!("../../../wit/deps/random.wit")),
+    ("deps/sockets.wit", include_str!("../../../wit/deps/sockets.wit")),
+];
+
 /// The file name the WIT package is written under.
 pub const WIT_FILE: &str = "handler.wit";
 
 /// The worlds a handler can be built for: a service, a message handler, or both.
 pub const WORLDS: [&str; 3] = ["service-handler", "message-handler", "handler"];
 
-/// Writes the WIT package into `dir` (created if missing) as [`WIT_FILE`];
-/// returns the file written.
+/// Writes the WIT package into `dir` (created if missing) as [`WIT_FILE`],
+/// with the packages it uses in `deps/`; returns the main file written.
 pub fn write_wit(dir: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join(WIT_FILE);
-    std::fs::write(&path, WIT).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    for (file, text) in [(WIT_FILE, WIT)].into_iter().chain(WIT_DEPS) {
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(dir.join(WIT_FILE))
+}
+
+/// The built-in WIT package with the packages it uses, resolved.
+fn resolve_wit() -> Result<(wit_parser::Resolve, wit_parser::PackageId)> {
+    let parse = |files: &[(&str, &str)]| {
+        let mut map = wit_parser::SourceMap::new();
+        for (path, text) in files {
+            map.push_str(path, *text);
+        }
+        map.parse().map_err(|(_, e)| anyhow::anyhow!("the built-in WIT does not parse: {e}"))
+    };
+    // One group per package: keyvalue's five files are one package.
+    let (keyvalue, single): (Vec<_>, Vec<_>) =
+        WIT_DEPS.iter().copied().partition(|(path, _)| path.starts_with("deps/keyvalue/"));
+    let mut deps = vec![parse(&keyvalue)?];
+    for file in single {
+        deps.push(parse(&[file])?);
+    }
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve.push_groups(parse(&[(WIT_FILE, WIT)])?, deps).context("the built-in WIT does not resolve")?;
+    Ok((resolve, package))
 }
 
 /// Generates the C bindings of `world` (one of [`WORLDS`]) into `dir`:
@@ -38,8 +80,7 @@ pub fn c_bindings(world: &str, dir: &Path) -> Result<Vec<PathBuf>> {
     if !WORLDS.contains(&world) {
         bail!("unknown world `{world}`: expected one of {}", WORLDS.join(", "));
     }
-    let mut resolve = wit_parser::Resolve::default();
-    let package = resolve.push_str(WIT_FILE, WIT).context("the built-in WIT does not parse")?;
+    let (mut resolve, package) = resolve_wit()?;
     let world = resolve.select_world(&[package], Some(world))?;
     let mut files = wit_bindgen_core::Files::default();
     wit_bindgen_c::Opts::default().build().generate(&mut resolve, world, &mut files)?;

@@ -4,7 +4,7 @@
 //! are filled in. Python and JavaScript projects get their own copy of the
 //! WIT contract; C and Rust get theirs from busbar and the guest SDK.
 
-use super::{WIT, WIT_FILE};
+use super::{WIT, WIT_DEPS, WIT_FILE};
 use anyhow::{Context as _, Result, bail};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -180,6 +180,7 @@ pub fn create(project: &Project) -> Result<Vec<PathBuf>> {
         lang.templates().iter().map(|(path, text)| (PathBuf::from(path), fill(text))).collect();
     if lang.carries_wit() {
         files.push((Path::new("wit").join(WIT_FILE), WIT.to_string()));
+        files.extend(WIT_DEPS.iter().map(|(path, text)| (Path::new("wit").join(path), text.to_string())));
     }
     files.push((PathBuf::from("README.md"), readme(name, *lang)));
 

@@ -95,3 +95,45 @@ async fn every_language_maps_a_missing_name_to_failed_and_a_timeout_to_retry() {
         assert!(failure.message.starts_with("timeout: "), "{greet}: {}", failure.message);
     }
 }
+
+/// `hits` in Rust, Python and JavaScript: each GETs a URL from a real local
+/// HTTP server over `wasi:http` and counts in one shared bucket, and each is
+/// refused both without its grants. (C has no `hits`: its toolchain's
+/// `wasi:http` bindings would be hand-written pollable code; it can reach
+/// buckets through the same bindings the other worlds' imports give it.)
+#[tokio::test(flavor = "multi_thread")]
+async fn every_language_calls_an_http_service_and_counts_in_a_bucket() {
+    let web = busbar_tests::web::WebServer::start().await;
+    let folder = Folder::with(&[]);
+    let hits = ["hits", "hits-py", "hits-js"];
+    for name in hits {
+        folder.add(name, name).sidecar(name, &format!("http = [{:?}]\nkeyvalue = [\"counter\"]\n", web.origin()));
+    }
+    let (node, report) =
+        busbar_tests::support::start_on(&Default::default(), &folder, "[grants]\nhttp = [\"http://127.0.0.1:*\"]\n")
+            .await;
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    for (n, name) in hits.iter().enumerate() {
+        let reply = node.call(name, web.url("/hello").into_bytes(), TEST_TIMEOUT).await;
+        let reply = String::from_utf8(reply.unwrap_or_else(|e| panic!("{name}: {e}"))).expect("text");
+        assert_eq!(reply, format!("200 hello {}", n + 1), "{name}: the one counter is shared");
+    }
+    assert_eq!(web.seen().len(), hits.len());
+    let counted = node.call("hits-js", Vec::new(), TEST_TIMEOUT).await.expect("counts only");
+    assert_eq!(counted, b"4");
+
+    let bare = Folder::with(&[]);
+    for name in hits {
+        bare.add(name, name);
+    }
+    let node = start(&bare).await;
+    for name in hits {
+        let denied = node.call(name, web.url("/hello").into_bytes(), TEST_TIMEOUT).await.expect_err("no grant");
+        // Rust's SDK makes a refused request `denied`; the Python and
+        // JavaScript examples answer any failed request with `retry`.
+        assert!(matches!(denied.class, FailureClass::Denied | FailureClass::Retry), "{name}: {denied}");
+        let denied = node.call(name, Vec::new(), TEST_TIMEOUT).await.expect_err("no bucket");
+        assert!(denied.message.contains("ccess"), "{name}: {denied}");
+    }
+    assert_eq!(web.seen().len(), hits.len(), "no request left without a grant");
+}

@@ -9,8 +9,10 @@
 //! `overloaded`. A hub opened on a state directory ([`DefaultDriver::durable`])
 //! stores every accepted dispatch before `dispatch` returns, with its
 //! attempt number and due time, and its dead letters ([`state`]): a
-//! restart runs each one again at its time.
+//! restart runs each one again at its time. Its key-value buckets live in
+//! the same database ([`buckets`]), or in one in memory without a state.
 
+mod buckets;
 pub mod state;
 
 use super::{
@@ -85,6 +87,8 @@ struct Hub {
     state: Option<state::State>,
     /// Whether the dispatches found in `state` at open were resumed.
     resumed: std::sync::atomic::AtomicBool,
+    /// The buckets of a hub without a state, in memory (opened at first use).
+    memory: std::sync::OnceLock<Result<state::State, String>>,
 }
 
 /// The hub's dead letters, oldest first, their size and their limits.
@@ -380,7 +384,7 @@ impl DefaultDriver {
         config: &ConnectionConfig,
         inbound: Inbound,
     ) -> Result<Arc<DefaultConnection>, DriverError> {
-        let max_pending = node_max_pending(&config.setting)?;
+        let Settings { max_pending, bucket_size } = settings(&config.setting)?;
         let member = Arc::new(Member {
             id: self.hub.next_id.fetch_add(1, Ordering::Relaxed),
             group: config.group.clone(),
@@ -394,32 +398,56 @@ impl DefaultDriver {
             tasks: TaskTracker::new(),
             pending: Arc::default(),
             max_pending,
+            bucket_size,
         }))
     }
 }
 
-/// The default driver's one setting, `max_pending` (dispatches one node
-/// may have pending; [`NODE_MAX_PENDING`] unless set).
-fn node_max_pending(setting: &toml::Table) -> Result<u32, DriverError> {
-    let mut max = NODE_MAX_PENDING;
+/// The buckets of the state in `dir` as `busbar kv` reaches them, beside a
+/// node that may be running on it, with the `[bus] setting` of `setting`.
+pub fn state_buckets(
+    dir: &std::path::Path,
+    setting: &toml::Table,
+) -> Result<Arc<dyn crate::keyvalue::Buckets>, DriverError> {
+    let Settings { bucket_size, .. } = settings(setting)?;
+    Ok(Arc::new(buckets::StateBuckets { dir: dir.to_path_buf(), max: bucket_size }))
+}
+
+/// The default driver's `[bus] setting` keys.
+struct Settings {
+    /// Dispatches one node may have pending ([`NODE_MAX_PENDING`] unless set).
+    max_pending: u32,
+    /// Bytes one key-value bucket may hold.
+    bucket_size: u64,
+}
+
+fn settings(setting: &toml::Table) -> Result<Settings, DriverError> {
+    let mut settings = Settings { max_pending: NODE_MAX_PENDING, bucket_size: crate::keyvalue::DEFAULT_BUCKET_BYTES };
     for (key, value) in setting {
-        if key != "max_pending" {
-            return Err(DriverError::Setting(format!(
-                "`{key}` is unknown: the default driver takes one setting, `max_pending`"
-            )));
+        match key.as_str() {
+            "max_pending" => {
+                settings.max_pending = value
+                    .as_integer()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|n| (1..=crate::limits::MAX_PENDING).contains(n))
+                    .ok_or_else(|| {
+                        DriverError::Setting(format!(
+                            "`max_pending` must be a whole number from 1 to {}, not {value}",
+                            crate::limits::MAX_PENDING
+                        ))
+                    })?;
+            }
+            "bucket_size" => {
+                settings.bucket_size = crate::keyvalue::bucket_size(value).map_err(DriverError::Setting)?;
+            }
+            _ => {
+                return Err(DriverError::Setting(format!(
+                    "`{key}` is unknown: the default driver takes `max_pending` and `bucket_size`"
+                )));
+            }
         }
-        max = value
-            .as_integer()
-            .and_then(|n| u32::try_from(n).ok())
-            .filter(|n| (1..=crate::limits::MAX_PENDING).contains(n))
-            .ok_or_else(|| {
-                DriverError::Setting(format!(
-                    "`max_pending` must be a whole number from 1 to {}, not {value}",
-                    crate::limits::MAX_PENDING
-                ))
-            })?;
     }
-    Ok(max)
+    Ok(settings)
 }
 
 #[async_trait::async_trait]
@@ -439,6 +467,8 @@ pub(crate) struct DefaultConnection {
     /// Dispatches this node sent that are pending, and how many may be.
     pending: Arc<AtomicUsize>,
     max_pending: u32,
+    /// Bytes one bucket may hold (`[bus] setting bucket_size`).
+    bucket_size: u64,
 }
 
 impl DefaultConnection {
@@ -538,6 +568,10 @@ impl DefaultConnection {
 
 #[async_trait::async_trait]
 impl Connection for DefaultConnection {
+    fn buckets(&self) -> Arc<dyn crate::keyvalue::Buckets> {
+        Arc::new(buckets::HubBuckets { hub: self.hub.clone(), max: self.bucket_size })
+    }
+
     async fn start(&self) -> Result<(), DriverError> {
         {
             let mut members = crate::sync::write(&self.hub.members);

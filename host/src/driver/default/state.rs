@@ -1,8 +1,9 @@
 //! The default driver's durable state: accepted dispatches — with the
 //! attempt to run next, when it is due and the retry schedule they were
-//! accepted under — and dead letters, in one SQLite database in WAL mode
-//! under the node's state directory (`busbar.db`, readable with the
-//! `sqlite3` shell).
+//! accepted under — dead letters and key-value buckets ([`super::buckets`]),
+//! in one SQLite database in WAL mode under the node's state directory
+//! (`busbar.db`, readable with the `sqlite3` shell). A hub without a state
+//! directory keeps its buckets in a database in memory.
 //!
 //! One thread owns the database and commits what arrives together in one
 //! transaction (group commit): a write returns once it is committed. With
@@ -12,10 +13,12 @@
 //! can). A lock file keeps a second node out of a state in use, and a state
 //! that cannot be read is refused at open, changing nothing.
 
+use super::buckets::{self, KvAnswer, KvOp};
 use crate::delivery::Headers;
 use crate::delivery::failure::{Failure, FailureClass};
 use crate::driver::DeadLetter;
-use rusqlite::{Connection, params};
+use crate::keyvalue::KvError;
+use rusqlite::{Connection, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,7 +27,10 @@ pub const DATABASE: &str = "busbar.db";
 /// The lock file in a state directory.
 pub const LOCK: &str = "busbar.lock";
 /// The schema this build writes; a state of another schema is refused.
-const SCHEMA: i64 = 1;
+const SCHEMA: i64 = 2;
+/// How long a write waits for another process's (`busbar kv` on a running
+/// node's state) before it fails.
+const BUSY: Duration = Duration::from_secs(5);
 /// Operations committed in one transaction at most.
 const GROUP: usize = 512;
 
@@ -112,6 +118,7 @@ enum Op {
     DeadLetters,
     TakeDead { name: String },
     Requeue { name: String, due: SystemTime },
+    Kv(KvOp),
 }
 
 /// What an [`Op`] answers.
@@ -121,6 +128,7 @@ enum Answer {
     Dropped(Vec<DeadLetter>),
     Jobs(Vec<Job>),
     Letters(Vec<DeadLetter>),
+    Kv(Result<KvAnswer, KvError>),
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<Answer, StateError>>;
@@ -165,9 +173,33 @@ impl State {
         Ok(Self { ops, dir: dir.to_path_buf() })
     }
 
-    /// The state directory.
+    /// A state in memory, for a hub without a state directory: it keeps
+    /// only key-value buckets, and only while the process runs.
+    pub fn in_memory() -> Result<Self, StateError> {
+        let io = |e: &dyn std::fmt::Display| StateError::Io { path: ":memory:".into(), cause: e.to_string() };
+        let conn = Connection::open_in_memory().map_err(|e| io(&e))?;
+        migrate(&conn, 0).map_err(|e| io(&e))?;
+        let keep = Keep { letters: super::DEAD_LETTER_LIMIT as i64, bytes: super::DEAD_LETTER_BYTES as i64 };
+        let (ops, incoming) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("busbar-buckets".into())
+            .spawn(move || serve(conn, ":memory:", keep, &incoming))
+            .map_err(|e| io(&e))?;
+        Ok(Self { ops, dir: PathBuf::new() })
+    }
+
+    /// The state directory (empty for a state in memory).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Runs one bucket operation, atomically.
+    pub(crate) async fn kv(&self, op: KvOp) -> Result<KvAnswer, KvError> {
+        match self.ask(Op::Kv(op)).await {
+            Ok(Answer::Kv(answer)) => answer,
+            Ok(_) => Err(KvError::Unavailable("the state answered another question".into())),
+            Err(e) => Err(KvError::Unavailable(e.to_string())),
+        }
     }
 
     async fn ask(&self, op: Op) -> Result<Answer, StateError> {
@@ -280,43 +312,53 @@ fn open_database(path: &Path, dir: &str) -> Result<Connection, StateError> {
         return Err(StateError::ReadOnly { dir: dir.to_string(), cause: format!("journal mode {mode}, not WAL") });
     }
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(refused)?;
+    conn.busy_timeout(BUSY).map_err(refused)?;
     let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(damaged)?;
     if check != "ok" {
         return Err(StateError::Damaged { path: shown, cause: check });
     }
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(damaged)?;
-    match found {
-        0 => conn
-            .execute_batch(&format!(
-                "BEGIN;
-                 CREATE TABLE IF NOT EXISTS jobs (
-                     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                     id TEXT NOT NULL UNIQUE,
-                     name TEXT NOT NULL,
-                     payload BLOB NOT NULL,
-                     headers TEXT NOT NULL,
-                     retry_ms TEXT NOT NULL,
-                     attempt INTEGER NOT NULL,
-                     due_ms INTEGER NOT NULL);
-                 CREATE TABLE IF NOT EXISTS dead_letters (
-                     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                     id TEXT NOT NULL,
-                     name TEXT NOT NULL,
-                     payload BLOB NOT NULL,
-                     headers TEXT NOT NULL,
-                     attempts INTEGER NOT NULL,
-                     class TEXT NOT NULL,
-                     message TEXT NOT NULL,
-                     at TEXT NOT NULL);
-                 CREATE INDEX IF NOT EXISTS dead_letters_by_name ON dead_letters (name);
-                 PRAGMA user_version = {SCHEMA};
-                 COMMIT;"
-            ))
-            .map_err(refused)?,
-        SCHEMA => {}
-        found => return Err(StateError::Schema { path: shown, found }),
+    if found > SCHEMA {
+        return Err(StateError::Schema { path: shown, found });
     }
+    migrate(&conn, found).map_err(refused)?;
     Ok(conn)
+}
+
+/// Brings a database of schema `found` (0: new) to [`SCHEMA`], in one
+/// transaction: version 1 has the jobs and dead letters, 2 adds buckets.
+fn migrate(conn: &Connection, found: i64) -> Result<(), rusqlite::Error> {
+    if found == SCHEMA {
+        return Ok(());
+    }
+    let mut script = String::from("BEGIN;");
+    if found < 1 {
+        script.push_str(
+            "CREATE TABLE IF NOT EXISTS jobs (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 id TEXT NOT NULL UNIQUE,
+                 name TEXT NOT NULL,
+                 payload BLOB NOT NULL,
+                 headers TEXT NOT NULL,
+                 retry_ms TEXT NOT NULL,
+                 attempt INTEGER NOT NULL,
+                 due_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS dead_letters (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 id TEXT NOT NULL,
+                 name TEXT NOT NULL,
+                 payload BLOB NOT NULL,
+                 headers TEXT NOT NULL,
+                 attempts INTEGER NOT NULL,
+                 class TEXT NOT NULL,
+                 message TEXT NOT NULL,
+                 at TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS dead_letters_by_name ON dead_letters (name);",
+        );
+    }
+    script.push_str(buckets::SCHEMA);
+    script.push_str(&format!("PRAGMA user_version = {SCHEMA}; COMMIT;"));
+    conn.execute_batch(&script)
 }
 
 /// How many dead letters, and how many bytes of them, a state keeps.
@@ -337,7 +379,9 @@ fn serve(mut conn: Connection, path: &str, keep: Keep, incoming: &std::sync::mps
             }
         }
         let io = |e: rusqlite::Error| StateError::Io { path: path.to_string(), cause: e.to_string() };
-        let tx = match conn.transaction() {
+        // Immediate: the write lock is taken at the start, so a write of
+        // another process (`busbar kv`) makes this one wait, never fail.
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => {
                 let e = io(e);
@@ -469,6 +513,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op, keep: Keep) -> Result<Answer, 
             tx.prepare_cached("DELETE FROM dead_letters WHERE name = ?1")?.execute([name])?;
             Ok(Answer::Letters(taken))
         }
+        Op::Kv(op) => Ok(Answer::Kv(buckets::apply(tx, op)?)),
     }
 }
 
@@ -537,6 +582,22 @@ fn letters(tx: &Connection, name: Option<&str>) -> Result<Vec<DeadLetter>, rusql
 fn restrict_to_owner(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+/// Runs one bucket operation on the state in `dir` from another process
+/// than its node's (`busbar kv`): without the node's lock, in a transaction
+/// of its own that SQLite's locking orders with the node's writes. A state
+/// not there yet is made.
+pub(crate) fn kv_once(dir: &Path, op: &KvOp) -> Result<KvAnswer, KvError> {
+    let unavailable = |e: &dyn std::fmt::Display| KvError::Unavailable(e.to_string());
+    std::fs::create_dir_all(dir).map_err(|e| unavailable(&e))?;
+    restrict_to_owner(dir);
+    let path = dir.join(DATABASE);
+    let mut conn = open_database(&path, &dir.display().to_string()).map_err(|e| unavailable(&e))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| unavailable(&e))?;
+    let answer = buckets::apply(&tx, op).map_err(|e| unavailable(&e))?;
+    tx.commit().map_err(|e| unavailable(&e))?;
+    answer
 }
 
 /// Whether `dir` holds a state (for commands that read a node's).

@@ -50,6 +50,8 @@ pub(super) struct Settings {
     #[serde(default, with = "crate::units::serde_units::opt_size")]
     dead_max_bytes: Option<u64>,
     max_pending: Option<u64>,
+    #[serde(default, with = "crate::units::serde_units::opt_size")]
+    bucket_size: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +89,7 @@ impl Settings {
             dead_max_age: self.dead_max_age.unwrap_or(defaults.dead_max_age),
             dead_max_bytes: self.dead_max_bytes.unwrap_or(defaults.dead_max_bytes),
             max_pending: self.max_pending.unwrap_or(defaults.max_pending),
+            bucket_size: self.bucket_size.unwrap_or(defaults.bucket_size),
         };
         keeping.check().map_err(DriverError::Setting)?;
         Ok(keeping)

@@ -18,11 +18,13 @@
 //! | `replicas` | copies of the streams and consumers, 1 to 5 (default 1; 3 on a cluster) |
 //! | `dead_max_age` | dead letters older than this are removed and counted (default `30d`) |
 //! | `dead_max_bytes` | the dead letters' size limit; the oldest make room (default `1GiB`) |
+//! | `bucket_size` | what one key-value bucket may hold (default `256MiB`) |
 //!
 //! TLS is required when a URL is `tls://` or a `tls_*` key is set. Relative
 //! paths in the config file are resolved against its folder. Opening the
 //! connection, and why it failed, is `connect.rs`.
 
+mod buckets;
 mod connect;
 mod dead;
 mod discovery;
@@ -72,8 +74,17 @@ impl Driver for NatsDriver {
         }
         streams::ensure(&js, &wire, &keeping).await?;
         let group = if config.group.is_empty() { "default".to_string() } else { config.group.clone() };
+        let version = client.server_info().version;
+        let buckets = Arc::new(buckets::NatsBuckets::new(
+            js.clone(),
+            wire.kv_prefix(),
+            keeping.replicas,
+            keeping.bucket_size,
+            &version,
+        ));
         Ok(Arc::new_cyclic(|me| NatsConnection {
             me: me.clone(),
+            buckets,
             client,
             js,
             wire,
@@ -145,6 +156,8 @@ pub(crate) struct NatsConnection {
     client: Client,
     js: async_nats::jetstream::Context,
     wire: Wire,
+    /// The key-value buckets, on JetStream KV.
+    buckets: Arc<buckets::NatsBuckets>,
     /// The rolecast queue group (`default` when the node has no group).
     group: String,
     /// The node's identity, as it was at connect time.
@@ -419,6 +432,10 @@ fn publish_failure(what: &str, error: async_nats::PublishError) -> Failure {
 
 #[async_trait::async_trait]
 impl Connection for NatsConnection {
+    fn buckets(&self) -> Arc<dyn crate::keyvalue::Buckets> {
+        self.buckets.clone()
+    }
+
     fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }

@@ -26,6 +26,8 @@ pub(crate) struct Keeping {
     /// Dispatches the work queue holds at most; past it a dispatch is
     /// refused as `overloaded` when sent.
     pub max_pending: u64,
+    /// What one key-value bucket may hold, in bytes.
+    pub bucket_size: u64,
 }
 
 /// The default `replicas`: one, which every server can hold. A cluster of
@@ -55,6 +57,7 @@ impl Default for Keeping {
             dead_max_age: DEFAULT_DEAD_MAX_AGE,
             dead_max_bytes: DEFAULT_DEAD_MAX_BYTES,
             max_pending: DEFAULT_MAX_PENDING,
+            bucket_size: crate::keyvalue::DEFAULT_BUCKET_BYTES,
         }
     }
 }
@@ -69,6 +72,13 @@ impl Keeping {
             return Err(format!(
                 "`dead_max_age` must be more than 0 and at most {}d",
                 MAX_DEAD_MAX_AGE.as_secs() / 86400
+            ));
+        }
+        if !(1024..=crate::keyvalue::MAX_BUCKET_BYTES).contains(&self.bucket_size) {
+            return Err(format!(
+                "`bucket_size` is {}; it must be 1KiB to {}",
+                crate::units::human_bytes(self.bucket_size),
+                crate::units::human_bytes(crate::keyvalue::MAX_BUCKET_BYTES)
             ));
         }
         if !(1..=MAX_MAX_PENDING).contains(&self.max_pending) {

@@ -59,6 +59,12 @@ impl Wire {
         Self { prefix: prefix.into(), queue_stream: format!("{base}_QUEUE"), dead_stream: format!("{base}_DEAD") }
     }
 
+    /// `SHOP_KV_`: what the JetStream KV buckets of key-value buckets are
+    /// named with, before the bucket's name.
+    pub fn kv_prefix(&self) -> String {
+        format!("{}KV_", self.queue_stream.trim_end_matches("QUEUE"))
+    }
+
     /// `call.<prefix><name>`.
     pub fn call(&self, name: &str) -> String {
         format!("call.{}{name}", self.prefix)
