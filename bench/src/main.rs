@@ -2,7 +2,7 @@
 //! (the tables of `BENCHMARKS.md`).
 //!
 //! ```text
-//! cargo run --release -p busbar-bench -- [--quick] [--only call|startup|memory|nats-call|nats-dispatch|reload|limits|languages|nats-cluster]
+//! cargo run --release -p busbar-bench -- [--quick] [--only call|startup|memory|nats-call|nats-dispatch|reload|limits|languages|nats-cluster|work]
 //! ```
 //!
 //! `--quick` uses small counts (a CI smoke run, well under a minute).
@@ -29,6 +29,7 @@ mod reload;
 mod startup;
 mod stats;
 mod timeouts;
+mod work;
 
 use stats::{micros, millis, thousands};
 use std::fmt::Write as _;
@@ -51,6 +52,8 @@ struct Sizes {
     languages: languages::Plan,
     /// Benchmark 9.
     nats_cluster: nats_cluster::Plan,
+    /// Benchmark 10.
+    work: work::Plan,
 }
 
 impl Sizes {
@@ -68,6 +71,7 @@ impl Sizes {
                 reload: reload::Plan { swaps: 6, restarts: 2 },
                 languages: languages::Plan { calls: 30, warmup: 3 },
                 nats_cluster: nats_cluster::Plan { jobs: 1_000, publishers: 32, kills: 1, backlog: 1_000 },
+                work: work::Plan { calls: 100, warmup: 10 },
             }
         } else {
             Self {
@@ -79,6 +83,7 @@ impl Sizes {
                 reload: reload::Plan { swaps: 50, restarts: 10 },
                 languages: languages::Plan { calls: 1_000, warmup: 50 },
                 nats_cluster: nats_cluster::Plan { jobs: 10_000, publishers: 32, kills: 5, backlog: 10_000 },
+                work: work::Plan { calls: 3_000, warmup: 200 },
             }
         }
     }
@@ -118,7 +123,7 @@ fn machine() -> String {
 }
 
 /// The benchmarks `--only` selects.
-const ONLY: &str = "call|startup|memory|nats-call|nats-dispatch|reload|limits|languages|nats-cluster";
+const ONLY: &str = "call|startup|memory|nats-call|nats-dispatch|reload|limits|languages|nats-cluster|work";
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     if std::env::args().nth(1).as_deref() == Some("--as-busbar") {
@@ -222,7 +227,51 @@ fn benchmarks() -> anyhow::Result<()> {
         eprintln!("bench: 9. busbar on a 3-server NATS cluster");
         rt.block_on(bench_nats_cluster(sizes.nats_cluster, &mut out))?;
     }
+    if run("work") {
+        eprintln!("bench: 10. handlers that do real work");
+        rt.block_on(bench_work(sizes.work, &mut out))?;
+    }
     print!("{out}");
+    Ok(())
+}
+
+async fn bench_work(plan: work::Plan, out: &mut String) -> anyhow::Result<()> {
+    let _ = writeln!(
+        out,
+        "### 10. Handlers that do real work: key-value and outbound HTTP
+"
+    );
+    let _ = writeln!(
+        out,
+        "One caller, {} sequential calls after {} warm-up calls, each row on one node: a plain call of `echo` against a call of `kvtool` doing one `get` and one `set` of bucket `b` (`getset`), or of `fetch` doing one GET of a loopback axum server over `wasi:http`. On NATS ({}) the calls go over NATS too. In parentheses: the work call relative to the plain one.\n",
+        thousands(plan.calls as f64),
+        thousands(plan.warmup as f64),
+        nats_server()
+    );
+    let _ = writeln!(
+        out,
+        "| work per invocation | where | plain call p50 (µs) | work call p50 (µs) | p99 (µs) | added p50 (µs) |\n|---|---|---:|---:|---:|---:|"
+    );
+    let mut row = |what: &str, label: &str, r: &work::Row| {
+        let ratio = r.work.p50.as_secs_f64() / r.plain.p50.as_secs_f64().max(f64::MIN_POSITIVE);
+        let _ = writeln!(
+            out,
+            "| {what} | {label} | {} | {} ({ratio:.1}x) | {} | {} |",
+            micros(r.plain.p50),
+            micros(r.work.p50),
+            micros(r.work.p99),
+            micros(r.work.p50.saturating_sub(r.plain.p50)),
+        );
+    };
+    for bus in work::Bus::ALL {
+        eprintln!("bench:    key-value on {}", bus.label());
+        let r = work::keyvalue(bus, plan).await?;
+        row("one get + one set", bus.label(), &r);
+    }
+    eprintln!("bench:    outbound HTTP");
+    let r = work::http(plan).await?;
+    row("one HTTP GET (loopback)", "default driver", &r);
+    out.push('\n');
     Ok(())
 }
 

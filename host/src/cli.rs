@@ -199,7 +199,7 @@ pub enum GuestAction {
     CBindings {
         /// The directory to write into.
         dir: PathBuf,
-        /// The world: service-handler, message-handler or handler (both).
+        /// The world: service-handler, message-handler or handler (both); add `-http` for wasi:http.
         #[arg(long, default_value = "service-handler")]
         world: String,
     },
@@ -698,6 +698,14 @@ fn check(cli: &Cli, file: &Path, json: bool) -> Result<(), Exit> {
         .load_file(file)
         .map_err(|e| Exit { code: 1, message: format!("{} is not a valid handler: {e}", file.display()) })?;
     let elapsed = started.elapsed();
+    // What its sidecar grants it, as a node would read it.
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let sidecar = file.with_extension("toml");
+    let policy = crate::handlers::sidecar::policy(&stem, &sidecar, &crate::handlers::sidecar::Rules::of(&config))
+        .map_err(|e| Exit { code: 1, message: e.to_string() })?;
+    let imports_any = |prefix: &str| compiled.imports.iter().any(|i| i.starts_with(prefix));
+    let http: Vec<String> = policy.grants.http.iter().map(ToString::to_string).collect();
+    let buckets = &policy.grants.keyvalue;
     if json {
         return print_json(&serde_json::json!({
             "file": file,
@@ -705,6 +713,7 @@ fn check(cli: &Cli, file: &Path, json: bool) -> Result<(), Exit> {
             "version": compiled.version,
             "exports": compiled.exports,
             "imports": compiled.imports,
+            "grants": { "http": http, "keyvalue": buckets },
             "compile_ms": elapsed.as_millis(),
         }));
     }
@@ -717,6 +726,23 @@ fn check(cli: &Cli, file: &Path, json: bool) -> Result<(), Exit> {
     }
     for import in &compiled.imports {
         println!("  imports {import}");
+    }
+    let file_name = sidecar.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    if imports_any("wasi:http/outgoing-handler") {
+        match http.is_empty() {
+            true => println!(
+                "  outbound HTTP: no origin granted, every request is denied (grant with `http = [\"https://…\"]` in {file_name}, within `[grants] http`)"
+            ),
+            false => println!("  outbound HTTP to: {}", http.join(", ")),
+        }
+    }
+    if imports_any("wasi:keyvalue/") {
+        match buckets.is_empty() {
+            true => println!(
+                "  key-value: no bucket granted, every bucket is access-denied (grant with `keyvalue = [\"NAME\"]` in {file_name})"
+            ),
+            false => println!("  key-value buckets: {}", buckets.join(", ")),
+        }
     }
     Ok(())
 }

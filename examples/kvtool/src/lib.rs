@@ -14,6 +14,7 @@
 //! | `getmany B K,K` | `K=V` or `K?` a line |
 //! | `delmany B K,K` | `ok` |
 //! | `fill B N SIZE` | sets N keys of SIZE bytes; `ok`, or the error |
+//! | `getset B K V` | gets K, then sets it to V (one get and one put); the old value, or `(none)` |
 //!
 //! A store error fails the invocation as `failed` with the error in the message.
 
@@ -37,6 +38,11 @@ impl Service for KvTool {
                 Some(value) => value,
                 None => b"(none)".to_vec(),
             },
+            "getset" => {
+                let old = kv(bucket.get(word(2)?))?;
+                kv(bucket.set(word(2)?, word(3)?.as_bytes()))?;
+                old.unwrap_or_else(|| b"(none)".to_vec())
+            }
             "set" => {
                 kv(bucket.set(word(2)?, word(3)?.as_bytes()))?;
                 b"ok".to_vec()

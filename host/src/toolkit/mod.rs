@@ -35,8 +35,10 @@ pub const WIT_DEPS: [(&str, &str); 12] = [
 /// The file name the WIT package is written under.
 pub const WIT_FILE: &str = "handler.wit";
 
-/// The worlds a handler can be built for: a service, a message handler, or both.
-pub const WORLDS: [&str; 3] = ["service-handler", "message-handler", "handler"];
+/// The worlds a handler can be built for: a service, a message handler, or
+/// both; each also with `wasi:http/outgoing-handler` (`-http`).
+pub const WORLDS: [&str; 6] =
+    ["service-handler", "message-handler", "handler", "service-handler-http", "message-handler-http", "handler-http"];
 
 /// Writes the WIT package into `dir` (created if missing) as [`WIT_FILE`],
 /// with the packages it uses in `deps/`; returns the main file written.

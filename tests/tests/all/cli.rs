@@ -107,6 +107,22 @@ fn broadcast_and_rolecast_deliver_before_exiting() {
 }
 
 #[test]
+fn check_says_what_a_handler_may_reach() {
+    let folder = Folder::with(&["hits"]);
+    let hits = folder.path().join("hits.wasm");
+    let out = busbar(&folder, &["check", hits.to_str().expect("utf-8 path")]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("outbound HTTP: no origin granted") && text.contains("key-value: no bucket granted"),
+        "{text}"
+    );
+    folder.sidecar("hits", "keyvalue = [\"counter\"]\n");
+    let out = busbar(&folder, &["check", hits.to_str().expect("utf-8 path"), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["grants"], serde_json::json!({"http": [], "keyvalue": ["counter"]}), "{report}");
+}
+
+#[test]
 fn check_tells_a_handler_from_a_bad_file() {
     let folder = Folder::with(&[]);
     let out = busbar(&folder, &["check", guest("whoami").to_str().expect("utf-8 path"), "--json"]);

@@ -146,19 +146,46 @@ fn put(
     Ok(Ok(revision))
 }
 
-/// A hub's buckets as one connection sees them (with its `bucket_size`).
-pub(super) struct HubBuckets {
-    pub(super) hub: Arc<Hub>,
-    pub(super) max: u64,
+/// Buckets in SQLite, with the `bucket_size` of whoever reaches them.
+pub(crate) struct SqlBuckets {
+    at: Place,
+    max: u64,
 }
 
-impl HubBuckets {
-    /// The database the buckets live in: the hub's state, or one in memory.
+/// Where the database is.
+enum Place {
+    /// A hub's: its state, or one in memory.
+    Hub(Arc<Hub>),
+    /// A state directory reached from another process (`busbar kv`),
+    /// beside a node that may be running on it: each operation is one
+    /// transaction of its own, which SQLite's locking orders with the node's.
+    Dir(std::path::PathBuf),
+}
+
+impl SqlBuckets {
+    /// The buckets of `hub`, as one connection (of `bucket_size` `max`) sees them.
+    pub(super) fn of_hub(hub: Arc<Hub>, max: u64) -> Self {
+        Self { at: Place::Hub(hub), max }
+    }
+
+    /// The buckets of the state in `dir`, from another process than its node's.
+    pub(super) fn of_dir(dir: &std::path::Path, max: u64) -> Self {
+        Self { at: Place::Dir(dir.to_path_buf()), max }
+    }
+
     async fn run(&self, op: KvOp) -> Result<KvAnswer, KvError> {
-        let state: &State = match &self.hub.state {
+        let hub = match &self.at {
+            Place::Hub(hub) => hub,
+            Place::Dir(dir) => {
+                let dir = dir.clone();
+                return tokio::task::spawn_blocking(move || super::state::kv_once(&dir, &op))
+                    .await
+                    .map_err(|e| KvError::Unavailable(e.to_string()))?;
+            }
+        };
+        let state: &State = match &hub.state {
             Some(state) => state,
-            None => self
-                .hub
+            None => hub
                 .memory
                 .get_or_init(|| State::in_memory().map_err(|e| e.to_string()))
                 .as_ref()
@@ -174,78 +201,7 @@ fn mismatch() -> KvError {
 }
 
 #[async_trait::async_trait]
-impl Buckets for HubBuckets {
-    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>, KvError> {
-        keyvalue::check_key(key)?;
-        match self.run(KvOp::Get { bucket: bucket.into(), key: key.into() }).await? {
-            KvAnswer::Entry(entry) => Ok(entry),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn set(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<u64, KvError> {
-        keyvalue::check_key(key)?;
-        keyvalue::check_value(&value)?;
-        match self.run(KvOp::Set { bucket: bucket.into(), key: key.into(), value, max: self.max }).await? {
-            KvAnswer::Revision(revision) => Ok(revision),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn delete(&self, bucket: &str, key: &str) -> Result<(), KvError> {
-        keyvalue::check_key(key)?;
-        match self.run(KvOp::Delete { bucket: bucket.into(), key: key.into() }).await? {
-            KvAnswer::Done => Ok(()),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn keys(&self, bucket: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, KvError> {
-        let op = KvOp::Keys { bucket: bucket.into(), after: after.map(str::to_string), limit };
-        match self.run(op).await? {
-            KvAnswer::Keys(keys) => Ok(keys),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn increment(&self, bucket: &str, key: &str, delta: i64) -> Result<i64, KvError> {
-        keyvalue::check_key(key)?;
-        match self.run(KvOp::Increment { bucket: bucket.into(), key: key.into(), delta, max: self.max }).await? {
-            KvAnswer::Number(sum) => Ok(sum),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn swap(&self, bucket: &str, key: &str, expected: Option<u64>, value: Vec<u8>) -> Result<bool, KvError> {
-        keyvalue::check_key(key)?;
-        keyvalue::check_value(&value)?;
-        let op = KvOp::Swap { bucket: bucket.into(), key: key.into(), expected, value, max: self.max };
-        match self.run(op).await? {
-            KvAnswer::Swapped(swapped) => Ok(swapped),
-            _ => Err(mismatch()),
-        }
-    }
-}
-
-/// The buckets of a state directory reached from another process (`busbar
-/// kv`), beside a node that may be running on it: each operation is one
-/// transaction of its own, which SQLite's locking orders with the node's.
-pub(crate) struct StateBuckets {
-    pub(crate) dir: std::path::PathBuf,
-    pub(crate) max: u64,
-}
-
-impl StateBuckets {
-    async fn run(&self, op: KvOp) -> Result<KvAnswer, KvError> {
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || super::state::kv_once(&dir, &op))
-            .await
-            .map_err(|e| KvError::Unavailable(e.to_string()))?
-    }
-}
-
-#[async_trait::async_trait]
-impl Buckets for StateBuckets {
+impl Buckets for SqlBuckets {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>, KvError> {
         keyvalue::check_key(key)?;
         match self.run(KvOp::Get { bucket: bucket.into(), key: key.into() }).await? {

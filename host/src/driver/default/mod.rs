@@ -410,7 +410,7 @@ pub fn state_buckets(
     setting: &toml::Table,
 ) -> Result<Arc<dyn crate::keyvalue::Buckets>, DriverError> {
     let Settings { bucket_size, .. } = settings(setting)?;
-    Ok(Arc::new(buckets::StateBuckets { dir: dir.to_path_buf(), max: bucket_size }))
+    Ok(Arc::new(buckets::SqlBuckets::of_dir(dir, bucket_size)))
 }
 
 /// The default driver's `[bus] setting` keys.
@@ -569,7 +569,7 @@ impl DefaultConnection {
 #[async_trait::async_trait]
 impl Connection for DefaultConnection {
     fn buckets(&self) -> Arc<dyn crate::keyvalue::Buckets> {
-        Arc::new(buckets::HubBuckets { hub: self.hub.clone(), max: self.bucket_size })
+        Arc::new(buckets::SqlBuckets::of_hub(self.hub.clone(), self.bucket_size))
     }
 
     async fn start(&self) -> Result<(), DriverError> {

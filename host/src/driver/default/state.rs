@@ -647,6 +647,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_state_of_the_first_schema_gains_buckets_and_keeps_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What the first schema wrote: jobs and dead letters, version 1.
+            let conn = Connection::open(dir.path().join(DATABASE)).unwrap();
+            let first = "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, name TEXT NOT NULL, payload BLOB NOT NULL, headers TEXT NOT NULL, retry_ms TEXT NOT NULL, attempt INTEGER NOT NULL, due_ms INTEGER NOT NULL);
+                 CREATE TABLE dead_letters (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, name TEXT NOT NULL, payload BLOB NOT NULL, headers TEXT NOT NULL, attempts INTEGER NOT NULL, class TEXT NOT NULL, message TEXT NOT NULL, at TEXT NOT NULL);
+                 INSERT INTO jobs (id, name, payload, headers, retry_ms, attempt, due_ms) VALUES ('d7', 'echo', x'00', '[]', 'null', 1, 0);
+                 PRAGMA user_version = 1;";
+            conn.execute_batch(first).unwrap();
+        }
+        let state = State::open(dir.path()).unwrap();
+        assert_eq!(state.jobs().await.unwrap().len(), 1, "the stored job is kept");
+        let put = KvOp::Set { bucket: "b".into(), key: "k".into(), value: b"v".to_vec(), max: 1 << 20 };
+        assert!(matches!(state.kv(put).await, Ok(KvAnswer::Revision(1))));
+        let got = state.kv(KvOp::Get { bucket: "b".into(), key: "k".into() }).await;
+        assert!(matches!(got, Ok(KvAnswer::Entry(Some(ref e))) if e.value == b"v"), "{got:?}");
+    }
+
+    #[tokio::test]
     async fn what_is_stored_survives_closing_and_opening_again() {
         let dir = tempfile::tempdir().unwrap();
         {
