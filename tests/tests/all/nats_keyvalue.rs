@@ -57,3 +57,30 @@ async fn a_nats_bucket_is_bounded_by_bucket_size() {
     // Nothing already there was dropped to make room.
     assert_eq!(kv(&node, "get b fill-0").await.expect("kept").len(), 1024);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busbar_kv_reads_and_writes_a_nats_bucket() {
+    let server = NatsServer::start();
+    let folder = Folder::with(&["kvtool"]);
+    folder.sidecar("kvtool", "keyvalue = [\"b\"]\n");
+    let (node, _) = start_nats(&server.url(), &folder, "a", "", "").await;
+    let config = folder.path().join("client.toml");
+    std::fs::write(&config, busbar_tests::support::nats_config(&server.url(), "cli", "", "")).expect("config");
+    let busbar_kv = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+            .arg("--config")
+            .arg(&config)
+            .arg("kv")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("busbar runs");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    busbar_kv(&["set", "b", "user/1:x", "ada"]);
+    assert_eq!(kv(&node, "get b user/1:x").await.expect("get"), "ada", "the handler reads what the CLI wrote");
+    assert_eq!(kv(&node, "incr b n 2").await.expect("incr"), "2");
+    assert_eq!(busbar_kv(&["increment", "b", "n", "3"]), "5\n");
+    assert_eq!(busbar_kv(&["keys", "b"]), "n\nuser/1:x\n");
+}
