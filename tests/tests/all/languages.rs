@@ -96,16 +96,14 @@ async fn every_language_maps_a_missing_name_to_failed_and_a_timeout_to_retry() {
     }
 }
 
-/// `hits` in Rust, Python and JavaScript: each GETs a URL from a real local
-/// HTTP server over `wasi:http` and counts in one shared bucket, and each is
-/// refused both without its grants. (C has no `hits`: its toolchain's
-/// `wasi:http` bindings would be hand-written pollable code; it can reach
-/// buckets through the same bindings the other worlds' imports give it.)
+/// `hits` in Rust, Python, JavaScript and C: each GETs a URL from a real
+/// local HTTP server over `wasi:http` and counts in one shared bucket, and
+/// each is refused both without its grants.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_language_calls_an_http_service_and_counts_in_a_bucket() {
     let web = busbar_tests::web::WebServer::start().await;
     let folder = Folder::with(&[]);
-    let hits = ["hits", "hits-py", "hits-js"];
+    let hits = ["hits", "hits-py", "hits-js", "hits-c"];
     for name in hits {
         folder.add(name, name).sidecar(name, &format!("http = [{:?}]\nkeyvalue = [\"counter\"]\n", web.origin()));
     }
@@ -120,7 +118,7 @@ async fn every_language_calls_an_http_service_and_counts_in_a_bucket() {
     }
     assert_eq!(web.seen().len(), hits.len());
     let counted = node.call("hits-js", Vec::new(), TEST_TIMEOUT).await.expect("counts only");
-    assert_eq!(counted, b"4");
+    assert_eq!(counted, b"5");
 
     let bare = Folder::with(&[]);
     for name in hits {
@@ -129,8 +127,8 @@ async fn every_language_calls_an_http_service_and_counts_in_a_bucket() {
     let node = start(&bare).await;
     for name in hits {
         let denied = node.call(name, web.url("/hello").into_bytes(), TEST_TIMEOUT).await.expect_err("no grant");
-        // Rust's SDK makes a refused request `denied`; the Python and
-        // JavaScript examples answer any failed request with `retry`.
+        // Rust's SDK makes a refused request `denied`; the Python,
+        // JavaScript and C examples answer any failed request with `retry`.
         assert!(matches!(denied.class, FailureClass::Denied | FailureClass::Retry), "{name}: {denied}");
         let denied = node.call(name, Vec::new(), TEST_TIMEOUT).await.expect_err("no bucket");
         assert!(denied.message.contains("ccess"), "{name}: {denied}");
