@@ -27,6 +27,16 @@ pub struct Cas {
 
 type Answer<T> = wasmtime::Result<Result<T, store::Error>>;
 
+/// The found value of a `Result`, or its error answered to the guest at once.
+macro_rules! or_answer {
+    ($found:expr) => {
+        match $found {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(e)),
+        }
+    };
+}
+
 impl From<KvError> for store::Error {
     fn from(e: KvError) -> Self {
         store::Error::Other(e.to_string())
@@ -55,10 +65,7 @@ impl Sandbox {
 
     /// A fresh `cas` handle of `key`, read now.
     async fn read_cas(&mut self, bucket: Arc<str>, buckets: &dyn Buckets, key: String) -> Answer<Resource<Cas>> {
-        let entry = match buckets.get(&bucket, &key).await {
-            Ok(entry) => entry,
-            Err(e) => return Ok(Err(e.into())),
-        };
+        let entry = or_answer!(buckets.get(&bucket, &key).await.map_err(store::Error::from));
         let (current, revision) = entry.map_or((None, None), |e| (Some(e.value), Some(e.revision)));
         Ok(Ok(self.table().push(Cas { bucket, key, current, revision })?))
     }
@@ -83,42 +90,27 @@ impl store::Host for Sandbox {
 
 impl store::HostBucket for Sandbox {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<Option<Vec<u8>>> {
-        let (name, buckets) = match self.kv(&bucket, "get")? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (name, buckets) = or_answer!(self.kv(&bucket, "get")?);
         Ok(buckets.get(&name, &key).await.map(|e| e.map(|e| e.value)).map_err(Into::into))
     }
 
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Answer<()> {
-        let (name, buckets) = match self.kv(&bucket, "set")? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (name, buckets) = or_answer!(self.kv(&bucket, "set")?);
         Ok(buckets.set(&name, &key, value).await.map(drop).map_err(Into::into))
     }
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<()> {
-        let (name, buckets) = match self.kv(&bucket, "delete")? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (name, buckets) = or_answer!(self.kv(&bucket, "delete")?);
         Ok(buckets.delete(&name, &key).await.map_err(Into::into))
     }
 
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<bool> {
-        let (name, buckets) = match self.kv(&bucket, "exists")? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (name, buckets) = or_answer!(self.kv(&bucket, "exists")?);
         Ok(buckets.get(&name, &key).await.map(|e| e.is_some()).map_err(Into::into))
     }
 
     async fn list_keys(&mut self, bucket: Resource<Bucket>, cursor: Option<String>) -> Answer<store::KeyResponse> {
-        let (name, buckets) = match self.kv(&bucket, "list-keys")? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (name, buckets) = or_answer!(self.kv(&bucket, "list-keys")?);
         Ok(buckets.keys(&name, cursor.as_deref(), PAGE).await.map_err(Into::into).map(|keys| {
             let cursor = if keys.len() == PAGE { keys.last().cloned() } else { None };
             store::KeyResponse { keys, cursor }
@@ -133,10 +125,7 @@ impl store::HostBucket for Sandbox {
 
 impl atomics::Host for Sandbox {
     async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: i64) -> Answer<i64> {
-        let (name, buckets) = match self.kv(&bucket, "increment")? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (name, buckets) = or_answer!(self.kv(&bucket, "increment")?);
         Ok(buckets.increment(&name, &key, delta).await.map_err(Into::into))
     }
 
@@ -159,10 +148,7 @@ impl atomics::Host for Sandbox {
 
 impl atomics::HostCas for Sandbox {
     async fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<Resource<Cas>> {
-        let (name, buckets) = match self.kv(&bucket, "compare-and-swap")? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (name, buckets) = or_answer!(self.kv(&bucket, "compare-and-swap")?);
         self.read_cas(name, buckets.as_ref(), key).await
     }
 
@@ -182,10 +168,7 @@ impl batch::Host for Sandbox {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Answer<Vec<Option<(String, Vec<u8>)>>> {
-        let (name, buckets) = match self.kv(&bucket, "get-many")? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (name, buckets) = or_answer!(self.kv(&bucket, "get-many")?);
         let mut found = Vec::with_capacity(keys.len());
         for key in keys {
             match buckets.get(&name, &key).await {
@@ -197,10 +180,7 @@ impl batch::Host for Sandbox {
     }
 
     async fn set_many(&mut self, bucket: Resource<Bucket>, entries: Vec<(String, Vec<u8>)>) -> Answer<()> {
-        let (name, buckets) = match self.kv(&bucket, "set-many")? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (name, buckets) = or_answer!(self.kv(&bucket, "set-many")?);
         for (key, value) in entries {
             if let Err(e) = buckets.set(&name, &key, value).await {
                 return Ok(Err(e.into()));
@@ -210,10 +190,7 @@ impl batch::Host for Sandbox {
     }
 
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Answer<()> {
-        let (name, buckets) = match self.kv(&bucket, "delete-many")? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (name, buckets) = or_answer!(self.kv(&bucket, "delete-many")?);
         for key in keys {
             if let Err(e) = buckets.delete(&name, &key).await {
                 return Ok(Err(e.into()));

@@ -110,16 +110,12 @@ async fn bucket_operations_count_against_max_calls() {
     assert!(failed.message.contains("max_calls"), "{failed}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_incrementing_one_counter_end_at_exactly_the_sum() {
-    let hub = DefaultDriver::new();
-    let folder = Folder::with(&["hits"]);
-    folder.sidecar("hits", "keyvalue = [\"counter\"]\n");
-    let (a, _) = start_on(&hub, &folder, "").await;
-    let (b, _) = start_on(&hub, &folder, "").await;
-    let callers: Vec<_> = [a.clone(), b.clone()]
-        .into_iter()
-        .flat_map(|node| (0..4).map(move |_| node.clone()))
+/// Calls `hits` (which counts) 1,000 times in all: 4 callers on each of
+/// `nodes` (two of them), 125 calls each, all at once (shared by the NATS test).
+pub async fn count_a_thousand_times(nodes: &[&Node; 2]) {
+    let callers: Vec<_> = nodes
+        .iter()
+        .flat_map(|node| (0..4).map(move |_| (*node).clone()))
         .map(|node| {
             tokio::spawn(async move {
                 for _ in 0..125 {
@@ -131,6 +127,16 @@ async fn two_nodes_incrementing_one_counter_end_at_exactly_the_sum() {
     for caller in callers {
         caller.await.expect("caller");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_incrementing_one_counter_end_at_exactly_the_sum() {
+    let hub = DefaultDriver::new();
+    let folder = Folder::with(&["hits"]);
+    folder.sidecar("hits", "keyvalue = [\"counter\"]\n");
+    let (a, _) = start_on(&hub, &folder, "").await;
+    let (b, _) = start_on(&hub, &folder, "").await;
+    count_a_thousand_times(&[&a, &b]).await;
     assert_eq!(a.call("hits", Vec::new(), TEST_TIMEOUT).await.expect("counted"), b"1001");
 }
 

@@ -2,9 +2,9 @@
 //! same `wasi:keyvalue` a handler uses on the default driver, with counters
 //! exact across nodes and the values readable by any NATS client.
 
-use super::keyvalue::{every_operation_works, kv};
+use super::keyvalue::{count_a_thousand_times, every_operation_works, kv};
 use busbar_tests::nats::NatsServer;
-use busbar_tests::support::{Folder, TEST_TIMEOUT, served, start_nats};
+use busbar_tests::support::{Folder, served, start_nats};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_works_on_nats() {
@@ -22,20 +22,7 @@ async fn two_nats_nodes_incrementing_one_counter_end_at_exactly_the_sum() {
     folder.sidecar("hits", "keyvalue = [\"counter\"]\nconcurrency = 8\n");
     let (a, _) = start_nats(&server.url(), &folder, "a", "", "").await;
     let (b, _) = start_nats(&server.url(), &folder, "b", "", "").await;
-    let callers: Vec<_> = [a.clone(), b.clone()]
-        .into_iter()
-        .flat_map(|node| (0..4).map(move |_| node.clone()))
-        .map(|node| {
-            tokio::spawn(async move {
-                for _ in 0..125 {
-                    node.call("hits", Vec::new(), TEST_TIMEOUT).await.expect("counted");
-                }
-            })
-        })
-        .collect();
-    for caller in callers {
-        caller.await.expect("caller");
-    }
+    count_a_thousand_times(&[&a, &b]).await;
     // Any NATS client reads the count in the bucket's JetStream KV bucket.
     let js = async_nats::jetstream::new(server.client().await);
     let store = js.get_key_value("SHOP_KV_counter").await.expect("the bucket exists on the server");

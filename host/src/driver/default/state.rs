@@ -148,8 +148,7 @@ impl std::fmt::Debug for State {
 impl State {
     /// Opens (creating if need be) the state in `dir`, or says why not.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        let keep = Keep { letters: super::DEAD_LETTER_LIMIT as i64, bytes: super::DEAD_LETTER_BYTES as i64 };
-        Self::open_keeping(dir, keep)
+        Self::open_keeping(dir, Keep::default())
     }
 
     /// [`State::open`], keeping at most `keep` of dead letters.
@@ -161,16 +160,28 @@ impl State {
         let lock = lock(dir)?;
         let path = dir.join(DATABASE);
         let conn = open_database(&path, &shown)?;
+        Self::serving(conn, path.display().to_string(), keep, Some(lock), dir.to_path_buf())
+    }
+
+    /// Starts the database's thread on `conn` (at `path`, for messages),
+    /// which holds `lock`, if any, until the last handle is dropped.
+    fn serving(
+        conn: Connection,
+        path: String,
+        keep: Keep,
+        lock: Option<std::fs::File>,
+        dir: PathBuf,
+    ) -> Result<Self, StateError> {
         let (ops, incoming) = std::sync::mpsc::channel();
-        let db_path = path.display().to_string();
+        let shown = path.clone();
         std::thread::Builder::new()
             .name("busbar-state".into())
             .spawn(move || {
                 let _lock = lock;
-                serve(conn, &db_path, keep, &incoming);
+                serve(conn, &shown, keep, &incoming);
             })
-            .map_err(|e| StateError::Io { path: path.display().to_string(), cause: e.to_string() })?;
-        Ok(Self { ops, dir: dir.to_path_buf() })
+            .map_err(|e| StateError::Io { path, cause: e.to_string() })?;
+        Ok(Self { ops, dir })
     }
 
     /// A state in memory, for a hub without a state directory: it keeps
@@ -179,13 +190,7 @@ impl State {
         let io = |e: &dyn std::fmt::Display| StateError::Io { path: ":memory:".into(), cause: e.to_string() };
         let conn = Connection::open_in_memory().map_err(|e| io(&e))?;
         migrate(&conn, 0).map_err(|e| io(&e))?;
-        let keep = Keep { letters: super::DEAD_LETTER_LIMIT as i64, bytes: super::DEAD_LETTER_BYTES as i64 };
-        let (ops, incoming) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("busbar-buckets".into())
-            .spawn(move || serve(conn, ":memory:", keep, &incoming))
-            .map_err(|e| io(&e))?;
-        Ok(Self { ops, dir: PathBuf::new() })
+        Self::serving(conn, ":memory:".into(), Keep::default(), None, PathBuf::new())
     }
 
     /// The state directory (empty for a state in memory).
@@ -366,6 +371,13 @@ fn migrate(conn: &Connection, found: i64) -> Result<(), rusqlite::Error> {
 struct Keep {
     letters: i64,
     bytes: i64,
+}
+
+impl Default for Keep {
+    /// The default driver's own limits.
+    fn default() -> Self {
+        Self { letters: super::DEAD_LETTER_LIMIT as i64, bytes: super::DEAD_LETTER_BYTES as i64 }
+    }
 }
 
 /// The database thread: applies what arrives, a group per transaction.
